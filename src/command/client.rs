@@ -1,0 +1,129 @@
+//! CLIENT: the connection's id, name, library info and description.
+
+use bytes::Bytes;
+
+use super::{arg_str, is_keyword, CommandError};
+use crate::connection::Session;
+use crate::protocol::Reply;
+
+/// `CLIENT ID | GETNAME | SETNAME name | SETINFO attr value | INFO | HELP`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCmd {
+    /// The connection id.
+    Id,
+    /// The connection name, or null.
+    GetName,
+    /// Names the connection; an empty name clears it.
+    SetName(Bytes),
+    /// Records the client library's name.
+    SetLibName(Bytes),
+    /// Records the client library's version.
+    SetLibVer(Bytes),
+    /// One line describing the connection.
+    Info,
+    /// Usage text.
+    Help,
+}
+
+impl ClientCmd {
+    /// Parses the arguments after `CLIENT`.
+    pub fn parse(args: &[Bytes]) -> Result<Self, CommandError> {
+        let sub = arg_str(&args[0]).to_ascii_lowercase();
+        Ok(match sub.as_str() {
+            "id" => ClientCmd::Id,
+            "getname" => ClientCmd::GetName,
+            "setname" => ClientCmd::SetName(valid_name(&args[1])?),
+            "setinfo" if is_keyword(&args[1], "LIB-NAME") => ClientCmd::SetLibName(valid_info(&args[2])?),
+            "setinfo" if is_keyword(&args[1], "LIB-VER") => ClientCmd::SetLibVer(valid_info(&args[2])?),
+            "setinfo" => {
+                return Err(CommandError::Invalid(format!("ERR Unrecognized option '{}'", arg_str(&args[1])).into()))
+            }
+            "info" => ClientCmd::Info,
+            "help" => ClientCmd::Help,
+            _ => return Err(CommandError::UnknownSubcommand { command: "CLIENT", sub }),
+        })
+    }
+
+    /// Runs it on this connection.
+    pub fn apply(self, session: &mut Session) -> Reply {
+        match self {
+            ClientCmd::Id => Reply::Integer(session.id as i64),
+            ClientCmd::GetName => session.name.clone().map_or(Reply::Null, Reply::Bulk),
+            ClientCmd::SetName(name) => {
+                session.name = (!name.is_empty()).then_some(name);
+                Reply::ok()
+            }
+            ClientCmd::SetLibName(v) => {
+                session.lib_name = Some(v);
+                Reply::ok()
+            }
+            ClientCmd::SetLibVer(v) => {
+                session.lib_ver = Some(v);
+                Reply::ok()
+            }
+            ClientCmd::Info => Reply::Verbatim(session.describe()),
+            ClientCmd::Help => super::help(
+                "CLIENT",
+                &[
+                    "GETNAME",
+                    "    Return the name of the current connection.",
+                    "ID",
+                    "    Return the ID of the current connection.",
+                    "INFO",
+                    "    Return information about the current client connection.",
+                    "SETINFO <option> <value>",
+                    "    Set client meta attr. Options are:",
+                    "    * LIB-NAME: the client lib name.",
+                    "    * LIB-VER: the client lib version.",
+                    "SETNAME <name>",
+                    "    Assign the name <name> to the current connection.",
+                ],
+            ),
+        }
+    }
+}
+
+/// A connection name: Redis refuses spaces, newlines and other special characters in it.
+pub fn valid_name(name: &Bytes) -> Result<Bytes, CommandError> {
+    if name.iter().all(|b| (b'!'..=b'~').contains(b)) {
+        Ok(name.clone())
+    } else {
+        Err(CommandError::Invalid("ERR Client names cannot contain spaces, newlines or special characters.".into()))
+    }
+}
+
+fn valid_info(value: &Bytes) -> Result<Bytes, CommandError> {
+    if value.iter().all(|b| (b'!'..=b'~').contains(b)) {
+        Ok(value.clone())
+    } else {
+        Err(CommandError::Invalid(
+            "ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Result<ClientCmd, CommandError> {
+        let args: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        ClientCmd::parse(&args)
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        assert_eq!(parse(&["ID"]).unwrap(), ClientCmd::Id);
+        assert_eq!(parse(&["setinfo", "lib-name", "redis-py"]).unwrap(), ClientCmd::SetLibName("redis-py".into()));
+        assert_eq!(parse(&["SETINFO", "LIB-VER", "5.0"]).unwrap(), ClientCmd::SetLibVer("5.0".into()));
+        assert_eq!(parse(&["setinfo", "color", "x"]).unwrap_err().to_string(), "ERR Unrecognized option 'color'");
+        assert_eq!(parse(&["kill"]).unwrap_err().to_string(), "ERR unknown subcommand 'kill'. Try CLIENT HELP.");
+    }
+
+    #[test]
+    fn names_with_spaces_are_refused() {
+        assert!(parse(&["setname", "a b"]).is_err());
+        assert!(parse(&["setname", "a\nb"]).is_err());
+        assert_eq!(parse(&["setname", ""]).unwrap(), ClientCmd::SetName(Bytes::new()));
+    }
+}

@@ -1,0 +1,171 @@
+//! DISCOVER: a container's announce address, `ip:port@bus`, from the host ports Docker published for it.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{arg_str, is_keyword, parse_int, CommandError};
+use crate::docker::{Announce, Container, DockerError, Found};
+use crate::protocol::Reply;
+use crate::server::Shared;
+
+/// `DISCOVER container [PORT n] [BUSPORT n]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discover {
+    /// Full id, unique id prefix, or name.
+    pub container: Bytes,
+    /// The container's data port, when not the configured one.
+    pub port: Option<u16>,
+    /// The container's bus port, when not the configured one.
+    pub bus_port: Option<u16>,
+}
+
+/// Why a container has no announce address; each variant is one error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiscoverError {
+    /// No container (that this server may show) has that name, id or prefix.
+    #[error("NOCONTAINER no such container: '{0}'")]
+    NoContainer(String),
+    /// Several containers share that id prefix.
+    #[error("AMBIGUOUS more than one container matches '{0}'; use a longer id or the name")]
+    Ambiguous(String),
+    /// It exists but is not running, so it publishes no ports.
+    #[error("NOTRUNNING container '{0}' is not running")]
+    NotRunning(String),
+    /// It runs but does not publish this port.
+    #[error("NOPORT container '{0}' does not publish port {1}/tcp")]
+    NoPort(String, u16),
+    /// Docker could not be reached.
+    #[error("DOCKERDOWN {0}")]
+    Unreachable(String),
+    /// Docker did not answer in time.
+    #[error("DOCKERTIMEOUT Docker did not answer within {0} ms")]
+    Timeout(u128),
+    /// Docker answered with an error.
+    #[error("DOCKERERR {0}")]
+    Api(String),
+}
+
+impl DiscoverError {
+    /// The error for a failed Docker request; `timeout` is the configured Docker timeout.
+    pub fn from_docker(e: DockerError, timeout: std::time::Duration) -> Self {
+        match e {
+            DockerError::Unreachable(_) => DiscoverError::Unreachable(e.to_string()),
+            DockerError::Timeout(_) => DiscoverError::Timeout(timeout.as_millis()),
+            DockerError::Api(_) => DiscoverError::Api(e.to_string()),
+        }
+    }
+
+    /// The error reply.
+    pub fn reply(&self) -> Reply {
+        Reply::error(self.to_string())
+    }
+}
+
+impl Discover {
+    /// Parses the arguments after `DISCOVER`.
+    pub fn parse(args: &[Bytes]) -> Result<Self, CommandError> {
+        let mut d = Discover { container: args[0].clone(), port: None, bus_port: None };
+        let mut rest = args[1..].iter();
+        while let Some(option) = rest.next() {
+            let value = rest.next().ok_or(CommandError::Syntax)?;
+            if is_keyword(option, "PORT") {
+                d.port = Some(parse_port(value)?);
+            } else if is_keyword(option, "BUSPORT") {
+                d.bus_port = Some(parse_port(value)?);
+            } else {
+                return Err(CommandError::Syntax);
+            }
+        }
+        Ok(d)
+    }
+
+    /// Looks the container up and answers its announce address.
+    pub async fn apply(self, shared: &Shared) -> Reply {
+        let started = Instant::now();
+        let query = arg_str(&self.container);
+        let result = self.resolve(shared, &query).await;
+        let micros = started.elapsed().as_micros() as u64;
+        match result {
+            Ok(announce) => {
+                tracing::info!(container = %query, answer = %announce, micros, "discover");
+                Reply::text(announce.to_string())
+            }
+            Err(e) => {
+                tracing::info!(container = %query, error = %e, micros, "discover");
+                e.reply()
+            }
+        }
+    }
+
+    async fn resolve(&self, shared: &Shared, query: &str) -> Result<Announce, DiscoverError> {
+        let config = &shared.config;
+        let found = shared.ports.find(query).await.map_err(|e| DiscoverError::from_docker(e, config.docker_timeout))?;
+        let container = visible(found, shared, query)?;
+        announce(&container, shared, self.port, self.bus_port).map_err(|port| DiscoverError::NoPort(query.into(), port))
+    }
+}
+
+/// What a lookup found, as the client may see it: a container without the required label is answered as a
+/// missing one, so nothing about it leaks.
+fn visible(found: Found, shared: &Shared, query: &str) -> Result<std::sync::Arc<Container>, DiscoverError> {
+    let quoted = || query.chars().take(64).collect::<String>();
+    match found {
+        Found::One(c) if shared.config.require_label.as_ref().is_none_or(|l| c.has_label(l)) => {
+            if c.running {
+                Ok(c)
+            } else {
+                Err(DiscoverError::NotRunning(quoted()))
+            }
+        }
+        Found::Ambiguous => Err(DiscoverError::Ambiguous(quoted())),
+        _ => Err(DiscoverError::NoContainer(quoted())),
+    }
+}
+
+/// The announce address of a running container, or the container port it does not publish.
+pub fn announce(
+    container: &Container,
+    shared: &Shared,
+    port: Option<u16>,
+    bus_port: Option<u16>,
+) -> Result<Announce, u16> {
+    let data = port.unwrap_or(shared.config.data_port);
+    let bus = bus_port.unwrap_or(shared.config.bus_port);
+    let host_data = container.host_port(data).ok_or(data)?;
+    let host_bus = container.host_port(bus).ok_or(bus)?;
+    Ok(Announce { ip: shared.config.announce_ip, port: host_data, bus_port: host_bus })
+}
+
+fn parse_port(arg: &Bytes) -> Result<u16, CommandError> {
+    match parse_int(arg)? {
+        p @ 1..=65535 => Ok(p as u16),
+        _ => Err(CommandError::Invalid("ERR port must be between 1 and 65535".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Result<Discover, CommandError> {
+        let args: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        Discover::parse(&args)
+    }
+
+    #[test]
+    fn options_override_the_ports() {
+        let d = parse(&["c1", "port", "7000", "BUSPORT", "17000"]).unwrap();
+        assert_eq!((d.port, d.bus_port), (Some(7000), Some(17000)));
+        assert_eq!(parse(&["c1"]).unwrap().port, None);
+    }
+
+    #[test]
+    fn bad_options_are_errors() {
+        assert_eq!(parse(&["c1", "PORT"]).unwrap_err(), CommandError::Syntax);
+        assert_eq!(parse(&["c1", "COLOR", "red"]).unwrap_err(), CommandError::Syntax);
+        assert_eq!(parse(&["c1", "PORT", "x"]).unwrap_err(), CommandError::NotInteger);
+        assert!(matches!(parse(&["c1", "PORT", "0"]).unwrap_err(), CommandError::Invalid(_)));
+        assert!(matches!(parse(&["c1", "PORT", "65536"]).unwrap_err(), CommandError::Invalid(_)));
+    }
+}

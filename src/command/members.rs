@@ -1,0 +1,126 @@
+//! MEMBERS: the announce addresses of every running container with a label, optionally waiting for enough.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::discover::{announce, DiscoverError};
+use super::{arg_str, is_keyword, parse_int, CommandError};
+use crate::docker::{DockerError, LabelFilter};
+use crate::protocol::Reply;
+use crate::server::Shared;
+
+/// `MEMBERS [LABEL key[=value]] [MIN n] [TIMEOUT ms]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Members {
+    /// Only containers with this label.
+    pub label: Option<LabelFilter>,
+    /// Wait until at least this many are visible.
+    pub min: usize,
+    /// How long to wait for them; `None` waits up to the server's limit.
+    pub timeout: Option<Duration>,
+}
+
+impl Members {
+    /// Parses the arguments after `MEMBERS`.
+    pub fn parse(args: &[Bytes]) -> Result<Self, CommandError> {
+        let mut m = Members { label: None, min: 0, timeout: None };
+        let mut rest = args.iter();
+        while let Some(option) = rest.next() {
+            let value = rest.next().ok_or(CommandError::Syntax)?;
+            if is_keyword(option, "LABEL") {
+                let label =
+                    arg_str(value).parse().map_err(|e: String| CommandError::Invalid(format!("ERR {e}").into()))?;
+                m.label = Some(label);
+            } else if is_keyword(option, "MIN") {
+                m.min = usize::try_from(parse_int(value)?).map_err(|_| CommandError::NotInteger)?;
+            } else if is_keyword(option, "TIMEOUT") {
+                let ms = u64::try_from(parse_int(value)?)
+                    .map_err(|_| CommandError::Invalid("ERR timeout is negative".into()))?;
+                // As in Redis's blocking commands, 0 means no timeout of the client's own.
+                m.timeout = (ms > 0).then(|| Duration::from_millis(ms));
+            } else {
+                return Err(CommandError::Syntax);
+            }
+        }
+        Ok(m)
+    }
+
+    /// Answers the sorted announce strings, waiting for `min` of them when asked to.
+    pub async fn apply(self, shared: &Shared) -> Reply {
+        let limit = shared.config.max_members_wait;
+        let wait = self.timeout.map_or(limit, |t| t.min(limit));
+        let mut changes = shared.ports.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            changes.borrow_and_update();
+            let members = match self.snapshot(shared).await {
+                Ok(m) => m,
+                Err(e) => return DiscoverError::from_docker(e, shared.config.docker_timeout).reply(),
+            };
+            if members.len() >= self.min {
+                return Reply::Array(members.into_iter().map(Reply::text).collect());
+            }
+            // The table announces each change; while it is stale, Docker is asked again now and then.
+            let poll = tokio::time::sleep(Duration::from_millis(500));
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Reply::error(format!(
+                        "TIMEOUT only {} of {} members visible after {} ms",
+                        members.len(),
+                        self.min,
+                        wait.as_millis()
+                    ));
+                }
+                _ = changes.changed() => {}
+                _ = poll, if !shared.ports.is_fresh() => {}
+            }
+        }
+    }
+
+    async fn snapshot(&self, shared: &Shared) -> Result<Vec<String>, DockerError> {
+        let required = shared.config.require_label.as_ref();
+        let mut members: Vec<String> = shared
+            .ports
+            .list()
+            .await?
+            .iter()
+            .filter(|c| c.running)
+            .filter(|c| required.is_none_or(|l| c.has_label(l)))
+            .filter(|c| self.label.as_ref().is_none_or(|l| c.has_label(l)))
+            .filter_map(|c| announce(c, shared, None, None).ok())
+            .map(|a| a.to_string())
+            .collect();
+        members.sort();
+        Ok(members)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Result<Members, CommandError> {
+        let args: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        Members::parse(&args)
+    }
+
+    #[test]
+    fn options_parse_in_any_order() {
+        let m = parse(&["min", "3", "LABEL", "app=redis", "timeout", "1500"]).unwrap();
+        assert_eq!(m.min, 3);
+        assert_eq!(m.label, Some("app=redis".parse().unwrap()));
+        assert_eq!(m.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(parse(&[]).unwrap(), Members { label: None, min: 0, timeout: None });
+        assert_eq!(parse(&["TIMEOUT", "0"]).unwrap().timeout, None);
+    }
+
+    #[test]
+    fn bad_options_are_errors() {
+        assert_eq!(parse(&["MIN"]).unwrap_err(), CommandError::Syntax);
+        assert_eq!(parse(&["MIN", "-1"]).unwrap_err(), CommandError::NotInteger);
+        assert_eq!(parse(&["SIZE", "1"]).unwrap_err(), CommandError::Syntax);
+        assert!(matches!(parse(&["LABEL", "=x"]).unwrap_err(), CommandError::Invalid(_)));
+        assert!(matches!(parse(&["TIMEOUT", "-5"]).unwrap_err(), CommandError::Invalid(_)));
+    }
+}

@@ -1,0 +1,280 @@
+//! Commands: the `Command` enum, its parsing from a request's arguments, and dispatch to each family.
+//!
+//! Every family file has the same three steps: parse from the arguments, apply, turn into a `Reply`.
+
+pub mod client;
+pub mod command_docs;
+pub mod discover;
+pub mod hello;
+pub mod info;
+pub mod members;
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+
+use crate::connection::Session;
+use crate::protocol::Reply;
+use crate::server::Shared;
+
+pub use client::ClientCmd;
+pub use command_docs::CommandCmd;
+pub use discover::Discover;
+pub use hello::{Auth, Hello};
+pub use info::Info;
+pub use members::Members;
+
+/// A parsed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `PING [message]`.
+    Ping(Option<Bytes>),
+    /// `ECHO message`.
+    Echo(Bytes),
+    /// `SELECT index`: only database 0 exists.
+    Select(Bytes),
+    /// `QUIT`.
+    Quit,
+    /// `RESET`.
+    Reset,
+    /// `HELLO ...`.
+    Hello(Hello),
+    /// `AUTH ...`.
+    Auth(Auth),
+    /// `CLIENT ...`.
+    Client(ClientCmd),
+    /// `COMMAND ...`.
+    Command(CommandCmd),
+    /// `INFO [section ...]`.
+    Info(Info),
+    /// `DISCOVER container ...`.
+    Discover(Discover),
+    /// `MEMBERS ...`.
+    Members(Members),
+}
+
+/// A request that is not a valid command; each variant is one Redis error reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No such command.
+    #[error("ERR unknown command '{name}', with args beginning with: {args}")]
+    Unknown {
+        /// The name as sent, cut short.
+        name: String,
+        /// The first arguments, quoted, cut short.
+        args: String,
+    },
+    /// Wrong number of arguments.
+    #[error("ERR wrong number of arguments for '{0}' command")]
+    Arity(String),
+    /// No such subcommand.
+    #[error("ERR unknown subcommand '{sub}'. Try {command} HELP.")]
+    UnknownSubcommand {
+        /// The parent command, upper case.
+        command: &'static str,
+        /// The subcommand as sent.
+        sub: String,
+    },
+    /// An option that does not belong.
+    #[error("ERR syntax error")]
+    Syntax,
+    /// A number that does not parse or is out of range.
+    #[error("ERR value is not an integer or out of range")]
+    NotInteger,
+    /// Any other bad argument, with its own words.
+    #[error("{0}")]
+    Invalid(Cow<'static, str>),
+}
+
+impl CommandError {
+    /// The error reply.
+    pub fn reply(&self) -> Reply {
+        Reply::error(self.to_string())
+    }
+}
+
+/// How much of a bad request an error reply quotes (Redis: 128 characters).
+const QUOTE_LIMIT: usize = 128;
+
+impl Command {
+    /// Parses a request: looks the name up, checks the arity, then lets the family parse the rest.
+    pub fn parse(args: &[Bytes]) -> Result<Command, CommandError> {
+        let Some(name) = args.first() else {
+            return Err(CommandError::Syntax);
+        };
+        let lower = arg_str(name).to_ascii_lowercase();
+        let Some(spec) = command_docs::find(&lower).filter(|_| !lower.contains('|')) else {
+            return Err(unknown(&args[0], &args[1..]));
+        };
+        if !command_docs::arity_fits(spec.arity, args.len()) {
+            return Err(CommandError::Arity(spec.name.to_string()));
+        }
+        if !spec.subcommands.is_empty() && args.len() > 1 {
+            let full = format!("{}|{}", spec.name, arg_str(&args[1]).to_ascii_lowercase());
+            if let Some(sub) = command_docs::find(&full) {
+                if !command_docs::arity_fits(sub.arity, args.len() - 1) {
+                    return Err(CommandError::Arity(full));
+                }
+            }
+        }
+        let rest = &args[1..];
+        Ok(match spec.name {
+            "auth" => Command::Auth(Auth::parse(rest)?),
+            "client" => Command::Client(ClientCmd::parse(rest)?),
+            "command" => Command::Command(CommandCmd::parse(rest)?),
+            "discover" => Command::Discover(Discover::parse(rest)?),
+            "echo" => Command::Echo(rest[0].clone()),
+            "hello" => Command::Hello(Hello::parse(rest)?),
+            "info" => Command::Info(Info::parse(rest)),
+            "members" => Command::Members(Members::parse(rest)?),
+            "ping" if rest.len() > 1 => return Err(CommandError::Arity("ping".into())),
+            "ping" => Command::Ping(rest.first().cloned()),
+            "quit" => Command::Quit,
+            "reset" => Command::Reset,
+            "select" => Command::Select(rest[0].clone()),
+            other => unreachable!("command table entry '{other}' has no parser"),
+        })
+    }
+
+    /// The lower-case name, as INFO counts it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Ping(_) => "ping",
+            Command::Echo(_) => "echo",
+            Command::Select(_) => "select",
+            Command::Quit => "quit",
+            Command::Reset => "reset",
+            Command::Hello(_) => "hello",
+            Command::Auth(_) => "auth",
+            Command::Client(_) => "client",
+            Command::Command(_) => "command",
+            Command::Info(_) => "info",
+            Command::Discover(_) => "discover",
+            Command::Members(_) => "members",
+        }
+    }
+
+    /// Whether a client that has not authenticated may run it.
+    pub fn allowed_before_auth(&self) -> bool {
+        matches!(self, Command::Auth(_) | Command::Hello(_) | Command::Ping(_) | Command::Quit)
+    }
+
+    /// Runs the command for one connection.
+    pub async fn apply(self, shared: &Shared, session: &mut Session) -> Reply {
+        match self {
+            Command::Ping(None) => Reply::Simple("PONG".into()),
+            Command::Ping(Some(msg)) | Command::Echo(msg) => Reply::Bulk(msg),
+            Command::Select(index) => match parse_int(&index) {
+                Ok(0) => Reply::ok(),
+                Ok(_) => Reply::error("ERR DB index is out of range"),
+                Err(e) => e.reply(),
+            },
+            Command::Quit => Reply::ok(),
+            Command::Reset => {
+                session.reset(shared.config.requirepass.is_none());
+                Reply::Simple("RESET".into())
+            }
+            Command::Hello(h) => h.apply(shared, session),
+            Command::Auth(a) => a.apply(shared, session),
+            Command::Client(c) => c.apply(session),
+            Command::Command(c) => c.apply(),
+            Command::Info(i) => i.apply(shared),
+            Command::Discover(d) => d.apply(shared).await,
+            Command::Members(m) => m.apply(shared).await,
+        }
+    }
+}
+
+fn unknown(name: &Bytes, rest: &[Bytes]) -> CommandError {
+    let mut args = String::new();
+    for a in rest {
+        if args.len() >= QUOTE_LIMIT {
+            break;
+        }
+        let room = QUOTE_LIMIT - args.len();
+        args.push('\'');
+        args.extend(arg_str(a).chars().take(room));
+        args.push_str("' ");
+    }
+    CommandError::Unknown { name: arg_str(name).chars().take(QUOTE_LIMIT).collect(), args }
+}
+
+/// An argument as text, with invalid UTF-8 replaced.
+pub fn arg_str(arg: &Bytes) -> Cow<'_, str> {
+    String::from_utf8_lossy(arg)
+}
+
+/// An argument as a signed integer, as Redis's string2ll reads it.
+pub fn parse_int(arg: &Bytes) -> Result<i64, CommandError> {
+    std::str::from_utf8(arg)
+        .ok()
+        .filter(|s| !s.starts_with('+') && !s.is_empty())
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or(CommandError::NotInteger)
+}
+
+/// Whether an argument equals a keyword, ignoring case.
+pub fn is_keyword(arg: &Bytes, keyword: &str) -> bool {
+    arg.eq_ignore_ascii_case(keyword.as_bytes())
+}
+
+/// The `HELP` reply of a command with subcommands, in Redis's layout.
+pub fn help(command: &str, lines: &[&str]) -> Reply {
+    let mut out =
+        vec![Reply::Simple(format!("{command} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:").into())];
+    out.extend(lines.iter().map(|l| Reply::Simple((*l).to_string().into())));
+    out.push(Reply::Simple("HELP".into()));
+    out.push(Reply::Simple("    Print this help.".into()));
+    Reply::Array(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Result<Command, CommandError> {
+        let args: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        Command::parse(&args)
+    }
+
+    #[test]
+    fn unknown_command_quotes_like_redis() {
+        let e = parse(&["foo", "a", "b"]).unwrap_err();
+        assert_eq!(e.to_string(), "ERR unknown command 'foo', with args beginning with: 'a' 'b' ");
+        let e = parse(&["foo"]).unwrap_err();
+        assert_eq!(e.to_string(), "ERR unknown command 'foo', with args beginning with: ");
+        let long = "x".repeat(500);
+        let e = parse(&["foo", &long, "y"]).unwrap_err().to_string();
+        assert!(e.len() < 300, "{e}");
+        assert!(parse(&["client|id"]).is_err());
+    }
+
+    #[test]
+    fn arity_errors_name_the_command() {
+        assert_eq!(
+            parse(&["DISCOVER"]).unwrap_err().to_string(),
+            "ERR wrong number of arguments for 'discover' command"
+        );
+        assert_eq!(parse(&["echo"]).unwrap_err(), CommandError::Arity("echo".into()));
+        assert_eq!(parse(&["ping", "a", "b"]).unwrap_err(), CommandError::Arity("ping".into()));
+        assert_eq!(
+            parse(&["client", "setname"]).unwrap_err().to_string(),
+            "ERR wrong number of arguments for 'client|setname' command"
+        );
+    }
+
+    #[test]
+    fn names_are_case_insensitive() {
+        assert_eq!(parse(&["PiNg"]).unwrap(), Command::Ping(None));
+        assert_eq!(parse(&["ping", "hi"]).unwrap(), Command::Ping(Some(Bytes::from_static(b"hi"))));
+        assert_eq!(parse(&["QUIT"]).unwrap().name(), "quit");
+    }
+
+    #[test]
+    fn integers_parse_like_string2ll() {
+        assert_eq!(parse_int(&Bytes::from_static(b"-12")), Ok(-12));
+        for bad in ["", "+1", "1.0", " 1", "99999999999999999999", "x"] {
+            assert_eq!(parse_int(&Bytes::copy_from_slice(bad.as_bytes())), Err(CommandError::NotInteger), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! One client connection: read requests, run them in order, write replies in batches, enforce the limits.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::sync::CancellationToken;
+
+use crate::command::Command;
+use crate::protocol::{Protocol, Reply, RequestDecoder, RespCodec};
+use crate::server::Shared;
+
+/// Bytes asked of the socket per read: small while a client is idle, so idle clients cost little memory,
+/// doubling while reads fill the buffer, up to the largest chunk.
+const READ_CHUNK_IDLE: usize = 512;
+const READ_CHUNK_MAX: usize = 64 * 1024;
+
+/// The state of one connection that commands read and change.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Its CLIENT ID.
+    pub id: u64,
+    /// Its CLIENT SETNAME.
+    pub name: Option<Bytes>,
+    /// The reply protocol.
+    pub protocol: Protocol,
+    /// Whether it passed AUTH (always, when no password is set).
+    pub authenticated: bool,
+    /// CLIENT SETINFO LIB-NAME.
+    pub lib_name: Option<Bytes>,
+    /// CLIENT SETINFO LIB-VER.
+    pub lib_ver: Option<Bytes>,
+    /// The client's address.
+    pub peer: Option<SocketAddr>,
+    /// Our address.
+    pub local: SocketAddr,
+    /// When it connected.
+    pub created: Instant,
+}
+
+impl Session {
+    /// A new connection's state.
+    pub fn new(shared: &Shared, peer: Option<SocketAddr>) -> Self {
+        Session {
+            id: shared.next_client_id(),
+            name: None,
+            protocol: Protocol::Resp2,
+            authenticated: shared.config.requirepass.is_none(),
+            lib_name: None,
+            lib_ver: None,
+            peer,
+            local: shared.local_addr,
+            created: Instant::now(),
+        }
+    }
+
+    /// RESET: back to RESP2, no name, and signed out when a password is set.
+    pub fn reset(&mut self, authenticated: bool) {
+        self.protocol = Protocol::Resp2;
+        self.name = None;
+        self.authenticated = authenticated;
+    }
+
+    /// The CLIENT INFO line.
+    pub fn describe(&self) -> String {
+        let text = |b: &Option<Bytes>| b.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+        format!(
+            "id={} addr={} laddr={} name={} age={} db=0 user=default resp={} lib-name={} lib-ver={}\n",
+            self.id,
+            self.peer.map(|p| p.to_string()).unwrap_or_default(),
+            self.local,
+            text(&self.name),
+            self.created.elapsed().as_secs(),
+            self.protocol.version(),
+            text(&self.lib_name),
+            text(&self.lib_ver),
+        )
+    }
+}
+
+/// Why a connection ended, for the log.
+#[derive(Debug)]
+#[allow(dead_code, reason = "the fields are read through Debug, in the close log")]
+enum Close {
+    Eof,
+    Quit,
+    Shutdown,
+    Protocol,
+    Idle,
+    SlowRequest,
+    SlowReader,
+    Io(std::io::Error),
+}
+
+/// Serves one client until it leaves, misbehaves, or the server shuts down.
+pub async fn serve<S>(mut stream: S, shared: Arc<Shared>, peer: Option<SocketAddr>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    shared.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
+    let mut session = Session::new(&shared, peer);
+    tracing::debug!(id = session.id, "connection opened");
+    let reason = drive(&mut stream, &shared, &mut session, &shutdown).await;
+    let _ = stream.shutdown().await;
+    shared.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!(id = session.id, reason = ?reason, "connection closed");
+}
+
+async fn drive<S>(stream: &mut S, shared: &Shared, session: &mut Session, shutdown: &CancellationToken) -> Close
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = &shared.config;
+    let mut codec = RespCodec::new(RequestDecoder::new(config.limits));
+    let mut input = BytesMut::new();
+    let mut chunk = READ_CHUNK_IDLE;
+    let mut output = BytesMut::new();
+    // When the request now being read began to arrive.
+    let mut request_started: Option<tokio::time::Instant> = None;
+    let mut last_activity = tokio::time::Instant::now();
+    loop {
+        // Run every complete request already read; the replies leave together.
+        loop {
+            let args = match codec.decode(&mut input) {
+                Ok(Some(args)) => args,
+                Ok(None) => break,
+                Err(e) => {
+                    shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(id = session.id, error = %e, "protocol error");
+                    // As Redis does: say what was wrong, then close this connection only.
+                    encode(&mut codec, Reply::error(format!("ERR Protocol error: {e}")), &mut output);
+                    let _ = write_out(stream, &mut output, shared).await;
+                    return Close::Protocol;
+                }
+            };
+            request_started = None;
+            let (reply, quit) = tokio::select! {
+                _ = shutdown.cancelled() => return Close::Shutdown,
+                done = execute(args, shared, session) => done,
+            };
+            codec.protocol = session.protocol;
+            encode(&mut codec, reply, &mut output);
+            if quit {
+                let _ = write_out(stream, &mut output, shared).await;
+                return Close::Quit;
+            }
+            if output.len() >= config.max_output_bytes {
+                if let Err(close) = write_out(stream, &mut output, shared).await {
+                    return close;
+                }
+            }
+        }
+        if let Err(close) = write_out(stream, &mut output, shared).await {
+            return close;
+        }
+        let mid_request = !input.is_empty() || codec.decoder.is_mid_request();
+        let deadline = if mid_request {
+            Some(*request_started.get_or_insert_with(tokio::time::Instant::now) + config.request_timeout)
+        } else {
+            config.idle_timeout.map(|t| last_activity + t)
+        };
+        if input.is_empty() && chunk == READ_CHUNK_IDLE && input.capacity() > READ_CHUNK_IDLE {
+            // A burst is over: give its buffer back rather than hold it while idle.
+            input = BytesMut::new();
+        }
+        input.reserve(chunk);
+        let room = input.capacity() - input.len();
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return Close::Shutdown,
+            read = stream.read_buf(&mut input) => read,
+            _ = sleep_until(deadline) => {
+                shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
+                if mid_request {
+                    let ms = config.request_timeout.as_millis();
+                    encode(&mut codec, Reply::error(format!("ERR request not completed within {ms} ms")), &mut output);
+                    let _ = write_out(stream, &mut output, shared).await;
+                    return Close::SlowRequest;
+                }
+                return Close::Idle;
+            }
+        };
+        match read {
+            Ok(0) => return Close::Eof,
+            Ok(n) => {
+                last_activity = tokio::time::Instant::now();
+                chunk = if n >= room { (chunk * 2).min(READ_CHUNK_MAX) } else { READ_CHUNK_IDLE };
+            }
+            Err(e) => return Close::Io(e),
+        }
+    }
+}
+
+/// Checks auth, runs one request, counts it; the flag says the connection is to close after the reply.
+async fn execute(args: Vec<Bytes>, shared: &Shared, session: &mut Session) -> (Reply, bool) {
+    let command = match Command::parse(&args) {
+        Ok(c) => c,
+        Err(e) => return (e.reply(), false),
+    };
+    let name = command.name();
+    if !session.authenticated && !command.allowed_before_auth() {
+        shared.stats.record(name, true);
+        return (Reply::error("NOAUTH Authentication required."), false);
+    }
+    let quit = matches!(command, Command::Quit);
+    let blocking = matches!(&command, Command::Members(m) if m.min > 0);
+    if blocking {
+        shared.stats.blocked_clients.fetch_add(1, Ordering::Relaxed);
+    }
+    let reply = command.apply(shared, session).await;
+    if blocking {
+        shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+    shared.stats.record(name, reply.is_error());
+    (reply, quit)
+}
+
+fn encode(codec: &mut RespCodec, reply: Reply, output: &mut BytesMut) {
+    // Encoding into memory cannot fail.
+    let _ = codec.encode(reply, output);
+}
+
+/// Writes the pending replies; a client that leaves them unread past the request timeout is dropped.
+async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, output: &mut BytesMut, shared: &Shared) -> Result<(), Close> {
+    if output.is_empty() {
+        return Ok(());
+    }
+    let limit = shared.config.request_timeout;
+    match tokio::time::timeout(limit, stream.write_all(output)).await {
+        Ok(Ok(())) => {
+            if output.capacity() > READ_CHUNK_MAX {
+                *output = BytesMut::new();
+            } else {
+                output.clear();
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => Err(Close::Io(e)),
+        Err(_) => {
+            shared.stats.output_limit_disconnections.fetch_add(1, Ordering::Relaxed);
+            Err(Close::SlowReader)
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,232 @@
+//! The port table: what rediscover knows of each container, and how a name, id or id prefix finds one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Length of the short id Docker uses as a container's default hostname.
+pub const SHORT_ID_LEN: usize = 12;
+
+/// One container as the port table holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// The full 64-character id.
+    pub id: String,
+    /// The name, without Docker's leading `/`.
+    pub name: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+    /// Whether it is running now.
+    pub running: bool,
+    /// Published TCP ports: (container port, host port).
+    pub ports: Vec<(u16, u16)>,
+}
+
+impl Container {
+    /// The host port published for this container TCP port, if any.
+    pub fn host_port(&self, container_port: u16) -> Option<u16> {
+        self.ports.iter().find(|(c, _)| *c == container_port).map(|(_, h)| *h)
+    }
+
+    /// True when the container carries this label (and, when given, with this value).
+    pub fn has_label(&self, filter: &LabelFilter) -> bool {
+        match (self.labels.get(&filter.key), &filter.value) {
+            (Some(_), None) => true,
+            (Some(v), Some(want)) => v == want,
+            (None, _) => false,
+        }
+    }
+}
+
+/// `KEY` or `KEY=VALUE`: which containers a lookup may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelFilter {
+    /// The label's key.
+    pub key: String,
+    /// The value it must have; any value when `None`.
+    pub value: Option<String>,
+}
+
+impl std::str::FromStr for LabelFilter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (key, value) = match s.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (s, None),
+        };
+        if key.is_empty() {
+            return Err(format!("label filter '{s}' has an empty key"));
+        }
+        Ok(LabelFilter { key: key.to_string(), value })
+    }
+}
+
+impl std::fmt::Display for LabelFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={v}", self.key),
+            None => f.write_str(&self.key),
+        }
+    }
+}
+
+/// What a lookup in the table found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// Exactly one container.
+    One(Arc<Container>),
+    /// No container by that name, id or prefix.
+    None,
+    /// An id prefix shared by several containers.
+    Ambiguous,
+}
+
+/// Every known container, indexed by full id, short id and name.
+#[derive(Debug, Default)]
+pub struct PortTable {
+    by_id: HashMap<String, Arc<Container>>,
+    by_short_id: HashMap<String, Vec<String>>,
+    by_name: HashMap<String, String>,
+}
+
+impl PortTable {
+    /// A table holding exactly these containers.
+    pub fn from_containers(containers: impl IntoIterator<Item = Container>) -> Self {
+        let mut table = PortTable::default();
+        for c in containers {
+            table.upsert(c);
+        }
+        table
+    }
+
+    /// How many containers it holds.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// True when it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Every container, in no particular order.
+    pub fn containers(&self) -> impl Iterator<Item = &Arc<Container>> {
+        self.by_id.values()
+    }
+
+    /// Adds a container or replaces what the table knew of it.
+    pub fn upsert(&mut self, container: Container) {
+        self.remove(&container.id);
+        let short = short_id(&container.id).to_string();
+        self.by_short_id.entry(short).or_default().push(container.id.clone());
+        self.by_name.insert(container.name.clone(), container.id.clone());
+        self.by_id.insert(container.id.clone(), Arc::new(container));
+    }
+
+    /// Forgets a container, by full id.
+    pub fn remove(&mut self, id: &str) {
+        let Some(old) = self.by_id.remove(id) else {
+            return;
+        };
+        if self.by_name.get(&old.name).is_some_and(|i| i == id) {
+            self.by_name.remove(&old.name);
+        }
+        let short = short_id(id);
+        if let Some(ids) = self.by_short_id.get_mut(short) {
+            ids.retain(|i| i != id);
+            if ids.is_empty() {
+                self.by_short_id.remove(short);
+            }
+        }
+    }
+
+    /// Finds a container as Docker does: full id, then name, then unique id prefix.
+    pub fn find(&self, query: &str) -> Found {
+        if let Some(c) = self.by_id.get(query) {
+            return Found::One(c.clone());
+        }
+        let name = query.strip_prefix('/').unwrap_or(query);
+        if let Some(c) = self.by_name.get(name).and_then(|id| self.by_id.get(id)) {
+            return Found::One(c.clone());
+        }
+        if query.len() == SHORT_ID_LEN {
+            return match self.by_short_id.get(query).map(Vec::as_slice) {
+                Some([id]) => self.by_id.get(id).cloned().map_or(Found::None, Found::One),
+                Some([_, _, ..]) => Found::Ambiguous,
+                _ => Found::None,
+            };
+        }
+        if query.is_empty() {
+            return Found::None;
+        }
+        let mut hits = self.by_id.values().filter(|c| c.id.starts_with(query));
+        match (hits.next(), hits.next()) {
+            (Some(c), None) => Found::One(c.clone()),
+            (Some(_), Some(_)) => Found::Ambiguous,
+            _ => Found::None,
+        }
+    }
+}
+
+fn short_id(id: &str) -> &str {
+    id.get(..SHORT_ID_LEN).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(id: &str, name: &str) -> Container {
+        Container {
+            id: id.to_string(),
+            name: name.to_string(),
+            labels: HashMap::from([("role".to_string(), "redis".to_string())]),
+            running: true,
+            ports: vec![(6379, 32768), (16379, 32769)],
+        }
+    }
+
+    #[test]
+    fn finds_by_full_id_short_id_prefix_and_name() {
+        let id = "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+        let t = PortTable::from_containers([container(id, "node-1")]);
+        for q in [id, &id[..12], &id[..5], "node-1", "/node-1"] {
+            assert!(matches!(t.find(q), Found::One(c) if c.id == id), "{q}");
+        }
+        assert_eq!(t.find("zzz"), Found::None);
+        assert_eq!(t.find(""), Found::None);
+    }
+
+    #[test]
+    fn shared_prefix_is_ambiguous_and_removal_cleans_indexes() {
+        let a = "abcdef012345aaaa";
+        let b = "abcdef012345bbbb";
+        let mut t = PortTable::from_containers([container(a, "a"), container(b, "b")]);
+        assert_eq!(t.find("abcdef012345"), Found::Ambiguous);
+        assert_eq!(t.find("abc"), Found::Ambiguous);
+        t.remove(b);
+        assert!(matches!(t.find("abcdef012345"), Found::One(c) if c.id == a));
+        assert_eq!(t.find("b"), Found::None);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn rename_replaces_the_old_name() {
+        let mut t = PortTable::from_containers([container("1234", "old")]);
+        t.upsert(container("1234", "new"));
+        assert_eq!(t.find("old"), Found::None);
+        assert!(matches!(t.find("new"), Found::One(_)));
+    }
+
+    #[test]
+    fn label_filter_parses_and_matches() {
+        let c = container("1", "x");
+        assert!(c.has_label(&"role".parse().unwrap()));
+        assert!(c.has_label(&"role=redis".parse().unwrap()));
+        assert!(!c.has_label(&"role=other".parse().unwrap()));
+        assert!(!c.has_label(&"nope".parse().unwrap()));
+        assert!("=x".parse::<LabelFilter>().is_err());
+        assert_eq!(c.host_port(6379), Some(32768));
+        assert_eq!(c.host_port(1), None);
+    }
+}

@@ -1,0 +1,24 @@
+//! rediscover tells each Redis Cluster node running in Docker the address it must announce
+//! (`ip:port@bus-port`), read from the ports Docker published for it, over the Redis protocol.
+//!
+//! # Layout
+//! - [`config`]: settings, limits and their defaults; how the announce address is chosen.
+//! - [`server`]: the accept loop, the client limit, shutdown.
+//! - [`connection`]: one client: read, run, reply, with its timeouts and output limit.
+//! - [`protocol`]: our bounded request decoder and the RESP2/RESP3 reply encoder.
+//! - [`command`]: the commands, one family per file.
+//! - [`docker`]: the port table fed by Docker's events, and the Docker client behind it.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod command;
+pub mod config;
+pub mod connection;
+pub mod docker;
+pub mod protocol;
+pub mod server;
+
+pub use config::Config;
+pub use docker::{DockerClient, Ports};
+pub use server::run;

@@ -1,0 +1,151 @@
+//! The `rediscover` command line: flags and environment to `Config`, logging, then the server.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use rediscover::config::{self, resolve_announce_ip, BUS_PORT_OFFSET, DEFAULT_DATA_PORT};
+use rediscover::docker::LabelFilter;
+use rediscover::protocol::DecodeLimits;
+use rediscover::{Config, DockerClient, Ports};
+use tokio_util::sync::CancellationToken;
+
+/// Tells each Redis Cluster node in Docker its announce address (ip:port@bus-port) over the Redis protocol.
+///
+/// Inside a container: redis-cli -e -h <gateway> -p 7379 DISCOVER $(hostname)
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "REDISCOVER_LISTEN", default_value_t = config::default_listen())]
+    listen: SocketAddr,
+    /// Address to announce [default: the IPv4 address of --interface, else of the default route's interface].
+    #[arg(long, env = "REDISCOVER_ANNOUNCE_IP")]
+    announce_ip: Option<IpAddr>,
+    /// Announce the IPv4 address of this network interface.
+    #[arg(long, env = "REDISCOVER_INTERFACE", conflicts_with = "announce_ip")]
+    interface: Option<String>,
+    /// Docker API endpoint: a unix socket path, unix:///path or tcp://host:port [default: DOCKER_HOST, else
+    /// /var/run/docker.sock].
+    #[arg(long, env = "REDISCOVER_DOCKER_HOST")]
+    docker_host: Option<String>,
+    /// Seconds one Docker request may take.
+    #[arg(long, env = "REDISCOVER_DOCKER_TIMEOUT", default_value_t = 5.0)]
+    docker_timeout: f64,
+    /// The container port Redis serves clients on.
+    #[arg(long, env = "REDISCOVER_DATA_PORT", default_value_t = DEFAULT_DATA_PORT)]
+    data_port: u16,
+    /// The container port of the cluster bus [default: data port + 10000].
+    #[arg(long, env = "REDISCOVER_BUS_PORT")]
+    bus_port: Option<u16>,
+    /// Only containers with this label (KEY or KEY=VALUE) can be discovered; others are answered as missing.
+    #[arg(long, env = "REDISCOVER_REQUIRE_LABEL")]
+    require_label: Option<LabelFilter>,
+    /// Password clients must give with AUTH or HELLO ... AUTH (Redis: requirepass).
+    #[arg(long, env = "REDISCOVER_REQUIREPASS", hide_env_values = true)]
+    requirepass: Option<String>,
+    /// Most clients connected at once (Redis: maxclients).
+    #[arg(long, env = "REDISCOVER_MAX_CLIENTS", default_value_t = 10_000)]
+    max_clients: usize,
+    /// Close clients idle for this many seconds; 0 never (Redis: timeout).
+    #[arg(long, env = "REDISCOVER_TIMEOUT", default_value_t = 0)]
+    timeout: u64,
+    /// Seconds a started request may take to arrive in full, and a client may leave replies unread.
+    #[arg(long, env = "REDISCOVER_REQUEST_TIMEOUT", default_value_t = 10.0)]
+    request_timeout: f64,
+    /// Longest bulk string in a request, in bytes (Redis: proto-max-bulk-len).
+    #[arg(long, env = "REDISCOVER_MAX_BULK_LEN", default_value_t = DecodeLimits::default().max_bulk_len)]
+    max_bulk_len: usize,
+    /// Most arguments in one request.
+    #[arg(long, env = "REDISCOVER_MAX_ARGS", default_value_t = DecodeLimits::default().max_args)]
+    max_args: usize,
+    /// Longest inline request line, in bytes.
+    #[arg(long, env = "REDISCOVER_MAX_INLINE_LEN", default_value_t = DecodeLimits::default().max_inline_len)]
+    max_inline_len: usize,
+    /// Largest request, in bytes (Redis: client-query-buffer-limit).
+    #[arg(long, env = "REDISCOVER_MAX_REQUEST_LEN", default_value_t = DecodeLimits::default().max_request_len)]
+    max_request_len: usize,
+    /// Reply bytes held for one client before they must be written out (Redis: client-output-buffer-limit).
+    #[arg(long, env = "REDISCOVER_MAX_OUTPUT", default_value_t = Config::default().max_output_bytes)]
+    max_output: usize,
+    /// Log format.
+    #[arg(long, env = "REDISCOVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let announce_ip = resolve_announce_ip(cli.announce_ip, cli.interface.as_deref())?;
+    let docker_host = cli
+        .docker_host
+        .clone()
+        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+    let config = Config {
+        announce_ip,
+        data_port: cli.data_port,
+        bus_port: cli.bus_port.unwrap_or(cli.data_port.saturating_add(BUS_PORT_OFFSET)),
+        require_label: cli.require_label,
+        requirepass: cli.requirepass,
+        docker_timeout: seconds(cli.docker_timeout, "--docker-timeout")?,
+        limits: DecodeLimits {
+            max_bulk_len: cli.max_bulk_len,
+            max_args: cli.max_args,
+            max_inline_len: cli.max_inline_len,
+            max_request_len: cli.max_request_len,
+        },
+        max_clients: cli.max_clients,
+        idle_timeout: (cli.timeout > 0).then(|| Duration::from_secs(cli.timeout)),
+        request_timeout: seconds(cli.request_timeout, "--request-timeout")?,
+        max_output_bytes: cli.max_output,
+        ..Config::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(cli.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cli.listen))?;
+        let ports = Ports::new(DockerClient::new(docker_host, config.docker_timeout));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        rediscover::run(listener, ports, config, shutdown).await?;
+        Ok(())
+    })
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("{flag} must be a non-negative number of seconds"))
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

@@ -1,0 +1,7 @@
+//! The wire: requests in through our bounded decoder, replies out through redis-protocol's encoders.
+
+pub mod decode;
+pub mod encode;
+
+pub use decode::{DecodeLimits, ProtocolError, RequestDecoder};
+pub use encode::{Protocol, Reply, RespCodec};

@@ -1,0 +1,344 @@
+//! Start-up helpers shared by the integration tests: an in-process server, real containers, real clients.
+#![allow(dead_code, reason = "each test file uses a different part of these helpers")]
+
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rediscover::docker::{Container, Ports};
+use rediscover::{Config, DockerClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// The Docker socket of this machine.
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// A tiny image built offline from Debian's busybox-static.
+pub const TEST_IMAGE: &str = "rediscover-test/busybox:latest";
+/// The label every test container carries, so they can be found and removed.
+pub const TEST_LABEL: &str = "io.rediscover.test";
+
+/// A server running in this process; stopped when dropped.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The port table it answers from.
+    pub ports: Arc<Ports>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// A server on 127.0.0.1:0 with this config, backed by the real Docker engine.
+    pub async fn with_docker(config: Config) -> TestServer {
+        Self::with_docker_host(config, DOCKER_SOCKET).await
+    }
+
+    /// A server backed by Docker at `host` (which need not exist yet).
+    pub async fn with_docker_host(config: Config, host: &str) -> TestServer {
+        let ports = Ports::new(DockerClient::new(host, config.docker_timeout));
+        Self::start(config, ports).await
+    }
+
+    /// A server backed by a fixed table and no Docker.
+    pub async fn in_memory(config: Config, containers: Vec<Container>) -> TestServer {
+        Self::start(config, Ports::in_memory(containers)).await
+    }
+
+    /// A server with default settings and an empty table.
+    pub async fn plain() -> TestServer {
+        Self::in_memory(Config::default(), Vec::new()).await
+    }
+
+    async fn start(config: Config, ports: Arc<Ports>) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let addr = listener.local_addr().expect("a bound listener has an address");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(rediscover::run(listener, ports.clone(), config, shutdown.clone()));
+        TestServer { addr, ports, shutdown, task: Some(task) }
+    }
+
+    /// Stops accepting, lets in-flight replies go out, and waits for the server to return.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("the server task is taken only once");
+        task.await.expect("the server task does not panic")
+    }
+
+    /// A raw TCP client.
+    pub async fn connect(&self) -> RawClient {
+        RawClient { stream: TcpStream::connect(self.addr).await.expect("connect to the test server") }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A client that sends bytes as given and reads replies as raw bytes.
+pub struct RawClient {
+    /// The socket.
+    pub stream: TcpStream,
+}
+
+impl RawClient {
+    /// Sends bytes as they are.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send to the test server");
+    }
+
+    /// Reads until `n` bytes arrived (or 5 s pass), returning what arrived.
+    pub async fn read_exact_len(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        let mut got = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while got < n {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut buf[got..])).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(k)) => got += k,
+            }
+        }
+        buf.truncate(got);
+        buf
+    }
+
+    /// Sends a request and reads exactly the expected reply back.
+    pub async fn roundtrip(&mut self, request: &[u8], expected: &[u8]) {
+        self.send(request).await;
+        let got = self.read_exact_len(expected.len()).await;
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(expected),
+            "reply to {:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
+
+    /// Reads one whole reply (RESP2 or RESP3), or what arrived within 5 s.
+    pub async fn read_reply(&mut self) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !is_complete_reply(&got) {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(k)) => got.extend_from_slice(&buf[..k]),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    /// Sends one request and reads its whole reply.
+    pub async fn request(&mut self, args: &[&[u8]]) -> String {
+        self.send(&resp(args)).await;
+        self.read_reply().await
+    }
+
+    /// Reads whatever arrives until the server closes (or 5 s pass); true when it closed.
+    pub async fn read_to_close(&mut self) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return (out, true),
+                Ok(Ok(k)) => out.extend_from_slice(&buf[..k]),
+                Err(_) => return (out, false),
+            }
+        }
+    }
+}
+
+/// Whether `bytes` hold exactly one whole reply, by redis-protocol's decoders.
+pub fn is_complete_reply(bytes: &[u8]) -> bool {
+    let whole = |n: usize| n == bytes.len();
+    matches!(redis_protocol::resp3::decode::complete::decode(bytes), Ok(Some((_, n))) if whole(n))
+        || matches!(redis_protocol::resp2::decode::decode(bytes), Ok(Some((_, n))) if whole(n))
+}
+
+/// Encodes arguments as a RESP array of bulk strings.
+pub fn resp(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Runs a command, returning its output; panics with a one-line hint when it cannot start.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}; see .ci/run"))
+}
+
+/// Runs a command that must succeed, returning its trimmed standard output.
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Builds the test image from Debian's busybox-static when it is not there yet.
+pub fn ensure_test_image() {
+    if run("docker", &["image", "inspect", TEST_IMAGE]).status.success() {
+        return;
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("busybox is missing: apt-get install busybox-static (.ci/run does)");
+    let dir = tempdir("image");
+    std::fs::create_dir_all(format!("{dir}/bin")).expect("create the image tree");
+    std::fs::copy(busybox, format!("{dir}/bin/busybox")).expect("copy busybox");
+    let script = format!(
+        "cd {dir}/bin && for a in sh sleep true; do ln -sf busybox $a; done && \
+         tar -C {dir} -c . | docker import --change 'CMD [\"/bin/sh\"]' - {TEST_IMAGE} >/dev/null"
+    );
+    run_ok("sh", &["-c", &script]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempdir(tag: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("rediscover-{tag}-{}-{}", std::process::id(), unique()));
+    dir.to_string_lossy().into_owned()
+}
+
+/// A number no other call in this process returns.
+pub fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    t.wrapping_add(n)
+}
+
+/// A real container on the local engine, removed when dropped.
+pub struct TestContainer {
+    /// Its full id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl TestContainer {
+    /// Starts a container of the test image with extra `docker run` flags, sleeping until removed.
+    pub fn start(extra: &[&str]) -> TestContainer {
+        ensure_test_image();
+        let name = format!("rediscover-test-{}", unique());
+        let mut args = vec!["run", "-d", "--name", &name, "--label", TEST_LABEL];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[TEST_IMAGE, "sleep", "3600"]);
+        let id = run_ok("docker", &args);
+        TestContainer { id, name }
+    }
+
+    /// Starts a container publishing 6379 and 16379 on ephemeral host ports.
+    pub fn with_cluster_ports(extra: &[&str]) -> TestContainer {
+        let mut args = vec!["-p", "6379", "-p", "16379"];
+        args.extend_from_slice(extra);
+        Self::start(&args)
+    }
+
+    /// The host port Docker published for a container port, as `docker port` says.
+    pub fn host_port(&self, port: u16) -> u16 {
+        docker_host_port(&self.id, port)
+    }
+
+    /// The announce string this container must get for `ip`.
+    pub fn expected_announce(&self, ip: &str) -> String {
+        docker_announce(&self.id, ip)
+    }
+}
+
+/// The host port Docker published for a container's port, as `docker port` says.
+pub fn docker_host_port(id: &str, port: u16) -> u16 {
+    let out = run_ok("docker", &["port", id, &format!("{port}/tcp")]);
+    let first = out.lines().next().unwrap_or_default();
+    first.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no host port in {out:?}"))
+}
+
+/// The announce string a container must get for `ip`, from `docker port`.
+pub fn docker_announce(id: &str, ip: &str) -> String {
+    format!("{ip}:{}@{}", docker_host_port(id, 6379), docker_host_port(id, 16379))
+}
+
+impl Drop for TestContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", "-v", &self.id]).output();
+    }
+}
+
+/// The real `rediscover` binary in a child process, killed by its PID when dropped.
+pub struct ServerProcess {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl ServerProcess {
+    /// Starts the binary on a free loopback port with these extra flags; waits until it serves.
+    pub fn start(extra: &[&str]) -> ServerProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rediscover"))
+            .args(["--listen", "127.0.0.1:0", "--announce-ip", "127.0.0.1"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the rediscover binary");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines.next().and_then(Result::ok).unwrap_or_else(|| panic!("rediscover exited before serving"));
+            if let Some(rest) = line.split("listen=").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                break addr.parse().unwrap_or_else(|_| panic!("bad listen address in {line:?}"));
+            }
+        };
+        // Keep draining the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        ServerProcess { addr, child }
+    }
+
+    /// Its PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// A raw TCP client.
+    pub async fn connect(&self) -> RawClient {
+        RawClient { stream: TcpStream::connect(self.addr).await.expect("connect to the server process") }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        run_ok("kill", &["-TERM", &self.pid().to_string()]);
+        self.child.wait().expect("wait for the server process")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,65 @@
+//! Load: a thousand concurrent clients asking DISCOVER of a real container; every reply correct.
+
+mod common;
+
+use std::time::Instant;
+
+use common::{resp, TestContainer, TestServer};
+use rediscover::Config;
+
+const CLIENTS: usize = 1000;
+const REQUESTS_EACH: usize = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_clients_each_discover_a_hundred_times_without_error() {
+    let container = tokio::task::spawn_blocking(|| TestContainer::with_cluster_ports(&[])).await.expect("join");
+    let config = Config { announce_ip: "127.0.0.1".parse().expect("an address"), ..Config::default() };
+    let server = TestServer::with_docker(config).await;
+    let name = container.name.clone();
+    let expected = {
+        let c = &container;
+        let e = c.expected_announce("127.0.0.1");
+        format!("${}\r\n{e}\r\n", e.len()).into_bytes()
+    };
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let mut client = server.connect().await;
+        let (name, expected) = (name.clone(), expected.clone());
+        tasks.push(tokio::spawn(async move {
+            let request = resp(&[b"DISCOVER", name.as_bytes()]);
+            let (mut ok, mut bad) = (0usize, 0usize);
+            for _ in 0..REQUESTS_EACH {
+                client.send(&request).await;
+                if client.read_exact_len(expected.len()).await == expected {
+                    ok += 1;
+                } else {
+                    bad += 1;
+                }
+            }
+            (ok, bad)
+        }));
+    }
+    let (mut ok, mut bad) = (0, 0);
+    for t in tasks {
+        let (o, b) = t.await.expect("a client task does not panic");
+        ok += o;
+        bad += b;
+    }
+    let elapsed = started.elapsed();
+    let calls = info_field(&server, "docker_calls").await;
+    println!(
+        "load: {CLIENTS} clients x {REQUESTS_EACH} DISCOVER = {ok} ok, {bad} errors in {elapsed:?} ({:.0} req/s), {calls} Docker calls",
+        ok as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!((ok, bad), (CLIENTS * REQUESTS_EACH, 0));
+}
+
+async fn info_field(server: &TestServer, field: &str) -> String {
+    let mut c = server.connect().await;
+    c.send(&resp(&[b"INFO", b"docker"])).await;
+    let (got, _) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), c.read_to_close()).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(str::to_string)).unwrap_or_default()
+}

@@ -1,0 +1,336 @@
+//! The Redis protocol over TCP against an in-process server: every command, pipelining, split frames,
+//! inline commands, and protocol errors that close only the offending connection.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{resp, TestServer};
+use rediscover::docker::Container;
+use rediscover::Config;
+
+const ID: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+fn node(id: &str, name: &str, running: bool, ports: Vec<(u16, u16)>) -> Container {
+    Container {
+        id: id.into(),
+        name: name.into(),
+        labels: HashMap::from([("app".to_string(), "redis".to_string())]),
+        running,
+        ports,
+    }
+}
+
+async fn server() -> TestServer {
+    let containers = vec![
+        node(ID, "node-1", true, vec![(6379, 30001), (16379, 40001)]),
+        node("ffff000011112222", "stopped", false, vec![]),
+        node("eeee000011112222", "no-bus", true, vec![(6379, 30002)]),
+        node("dddd000011112222", "node-2", true, vec![(6379, 30003), (16379, 40003), (7000, 30004), (17000, 40004)]),
+    ];
+    TestServer::in_memory(Config::default(), containers).await
+}
+
+#[tokio::test]
+async fn ping_echo_select_and_quit_answer_like_redis() {
+    let s = server().await;
+    let mut c = s.connect().await;
+    c.roundtrip(&resp(&[b"PING"]), b"+PONG\r\n").await;
+    c.roundtrip(&resp(&[b"ping", b"hello"]), b"$5\r\nhello\r\n").await;
+    c.roundtrip(&resp(&[b"ECHO", b"a\r\nb"]), b"$4\r\na\r\nb\r\n").await;
+    c.roundtrip(&resp(&[b"SELECT", b"0"]), b"+OK\r\n").await;
+    c.roundtrip(&resp(&[b"SELECT", b"1"]), b"-ERR DB index is out of range\r\n").await;
+    c.roundtrip(&resp(&[b"SELECT", b"x"]), b"-ERR value is not an integer or out of range\r\n").await;
+    c.send(&resp(&[b"QUIT"])).await;
+    let (rest, closed) = c.read_to_close().await;
+    assert_eq!(rest, b"+OK\r\n");
+    assert!(closed, "QUIT closes the connection");
+}
+
+#[tokio::test]
+async fn discover_answers_full_id_short_id_prefix_and_name() {
+    let s = server().await;
+    let mut c = s.connect().await;
+    for q in [ID, &ID[..12], &ID[..6], "node-1", "/node-1"] {
+        c.roundtrip(&resp(&[b"DISCOVER", q.as_bytes()]), b"$21\r\n127.0.0.1:30001@40001\r\n").await;
+    }
+    c.roundtrip(
+        &resp(&[b"discover", b"node-2", b"PORT", b"7000", b"busport", b"17000"]),
+        b"$21\r\n127.0.0.1:30004@40004\r\n",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn discover_errors_have_distinct_codes_and_keep_the_connection() {
+    let s = server().await;
+    let mut c = s.connect().await;
+    c.roundtrip(&resp(&[b"DISCOVER", b"nope"]), b"-NOCONTAINER no such container: 'nope'\r\n").await;
+    c.roundtrip(&resp(&[b"DISCOVER", b"stopped"]), b"-NOTRUNNING container 'stopped' is not running\r\n").await;
+    c.roundtrip(&resp(&[b"DISCOVER", b"no-bus"]), b"-NOPORT container 'no-bus' does not publish port 16379/tcp\r\n")
+        .await;
+    c.roundtrip(
+        &resp(&[b"DISCOVER", b"node-1", b"PORT", b"7000"]),
+        b"-NOPORT container 'node-1' does not publish port 7000/tcp\r\n",
+    )
+    .await;
+    c.roundtrip(&resp(&[b"DISCOVER"]), b"-ERR wrong number of arguments for 'discover' command\r\n").await;
+    c.roundtrip(&resp(&[b"DISCOVER", b"x", b"PORT"]), b"-ERR syntax error\r\n").await;
+    c.roundtrip(&resp(&[b"DISCOVER", b"x", b"PORT", b"99999"]), b"-ERR port must be between 1 and 65535\r\n").await;
+    c.roundtrip(&resp(&[b"PING"]), b"+PONG\r\n").await;
+}
+
+#[tokio::test]
+async fn members_lists_sorted_announce_strings() {
+    let s = server().await;
+    let mut c = s.connect().await;
+    let both = b"*2\r\n$21\r\n127.0.0.1:30001@40001\r\n$21\r\n127.0.0.1:30003@40003\r\n";
+    c.roundtrip(&resp(&[b"MEMBERS"]), both).await;
+    c.roundtrip(&resp(&[b"MEMBERS", b"LABEL", b"app=redis", b"MIN", b"2"]), both).await;
+    c.roundtrip(&resp(&[b"MEMBERS", b"LABEL", b"app=other"]), b"*0\r\n").await;
+    c.roundtrip(
+        &resp(&[b"MEMBERS", b"MIN", b"3", b"TIMEOUT", b"50"]),
+        b"-TIMEOUT only 2 of 3 members visible after 50 ms\r\n",
+    )
+    .await;
+    c.roundtrip(&resp(&[b"MEMBERS", b"MIN"]), b"-ERR syntax error\r\n").await;
+}
+
+#[tokio::test]
+async fn unknown_commands_and_wrong_arity_keep_the_connection_open() {
+    let s = server().await;
+    let mut c = s.connect().await;
+    c.roundtrip(&resp(&[b"GET", b"k"]), b"-ERR unknown command 'GET', with args beginning with: 'k' \r\n").await;
+    c.roundtrip(&resp(&[b"FLUSHALL"]), b"-ERR unknown command 'FLUSHALL', with args beginning with: \r\n").await;
+    c.roundtrip(&resp(&[b"ECHO"]), b"-ERR wrong number of arguments for 'echo' command\r\n").await;
+    c.roundtrip(&resp(&[b"ECHO", b"a", b"b"]), b"-ERR wrong number of arguments for 'echo' command\r\n").await;
+    c.roundtrip(&resp(&[b"PING"]), b"+PONG\r\n").await;
+}
+
+#[tokio::test]
+async fn hello_switches_to_resp3_and_reset_switches_back() {
+    let s = server().await;
+    let mut c = s.connect().await;
+    c.send(&resp(&[b"HELLO", b"3", b"SETNAME", b"me"])).await;
+    let head = c.read_exact_len(4).await;
+    assert_eq!(head, b"%7\r\n", "HELLO 3 answers a RESP3 map of 7 fields");
+    let body = c.read_exact_len(200).await;
+    let text = String::from_utf8_lossy(&body);
+    for field in
+        ["$6\r\nserver\r\n$10\r\nrediscover\r\n", "$5\r\nproto\r\n:3\r\n", "$4\r\nmode\r\n$10\r\nstandalone\r\n"]
+    {
+        assert!(text.contains(field), "{field:?} in {text:?}");
+    }
+    let _ = c.read_exact_len(1000).await;
+    let mut c = s.connect().await;
+    c.send(&resp(&[b"HELLO", b"3"])).await;
+    let _ = c.read_exact_len(4).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), c.read_to_close()).await;
+    c.roundtrip(&resp(&[b"CLIENT", b"GETNAME"]), b"_\r\n").await;
+    c.roundtrip(&resp(&[b"RESET"]), b"+RESET\r\n").await;
+    c.roundtrip(&resp(&[b"CLIENT", b"GETNAME"]), b"$-1\r\n").await;
+    c.roundtrip(&resp(&[b"HELLO", b"4"]), b"-NOPROTO unsupported protocol version\r\n").await;
+}
+
+#[tokio::test]
+async fn auth_without_a_password_follows_redis() {
+    let s = server().await;
+    let mut c = s.connect().await;
+    let reply = b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n";
+    c.roundtrip(&resp(&[b"AUTH", b"pw"]), reply).await;
+    c.roundtrip(&resp(&[b"AUTH", b"default", b"anything"]), b"+OK\r\n").await;
+    c.roundtrip(&resp(&[b"AUTH", b"bob", b"x"]), b"-WRONGPASS invalid username-password pair or user is disabled.\r\n")
+        .await;
+}
+
+#[tokio::test]
+async fn client_subcommands_track_this_connection() {
+    let s = server().await;
+    let mut c = s.connect().await;
+    c.roundtrip(&resp(&[b"CLIENT", b"GETNAME"]), b"$-1\r\n").await;
+    c.roundtrip(&resp(&[b"CLIENT", b"SETNAME", b"node-7"]), b"+OK\r\n").await;
+    c.roundtrip(&resp(&[b"CLIENT", b"GETNAME"]), b"$6\r\nnode-7\r\n").await;
+    c.roundtrip(
+        &resp(&[b"CLIENT", b"SETNAME", b"a b"]),
+        b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n",
+    )
+    .await;
+    c.roundtrip(&resp(&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"test"]), b"+OK\r\n").await;
+    c.roundtrip(&resp(&[b"CLIENT", b"NOPE"]), b"-ERR unknown subcommand 'nope'. Try CLIENT HELP.\r\n").await;
+    c.send(&resp(&[b"CLIENT", b"ID"])).await;
+    let id = c.read_exact_len(3).await;
+    assert!(id.starts_with(b":"), "{id:?}");
+    let _ = c.read_exact_len(1).await;
+    c.send(&resp(&[b"CLIENT", b"INFO"])).await;
+    let head = c.read_exact_len(4).await;
+    assert!(head.starts_with(b"$"), "CLIENT INFO is a bulk string in RESP2");
+    let body = String::from_utf8_lossy(&c.read_exact_len(120).await).into_owned();
+    assert!(body.contains("name=node-7") && body.contains("lib-name=test") && body.contains("resp=2"), "{body}");
+}
+
+#[tokio::test]
+async fn command_count_info_and_docs_describe_the_table() {
+    let s = server().await;
+    let mut c = s.connect().await;
+    c.roundtrip(&resp(&[b"COMMAND", b"COUNT"]), b":12\r\n").await;
+    c.send(&resp(&[b"COMMAND", b"INFO", b"discover", b"nosuch"])).await;
+    let got = String::from_utf8_lossy(&c.read_exact_len(40).await).into_owned();
+    assert!(got.starts_with("*2\r\n*10\r\n$8\r\ndiscover\r\n:-2\r\n"), "{got:?}");
+    let mut c = s.connect().await;
+    c.send(&resp(&[b"COMMAND", b"DOCS", b"members"])).await;
+    let (got, _) = tokio::time::timeout(std::time::Duration::from_secs(1), c.read_to_close()).await.unwrap_or_default();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("*2\r\n$7\r\nmembers\r\n"), "{got:?}");
+    assert!(got.contains("$7\r\nsummary\r\n") && got.contains("$5\r\nLABEL\r\n"), "{got:?}");
+}
+
+#[tokio::test]
+async fn info_reports_sections_and_counts_commands() {
+    let s = server().await;
+    let mut c = s.connect().await;
+    c.roundtrip(&resp(&[b"DISCOVER", b"node-1"]), b"$21\r\n127.0.0.1:30001@40001\r\n").await;
+    c.send(&resp(&[b"INFO"])).await;
+    let (got, _) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), c.read_to_close()).await.unwrap_or_default();
+    let got = String::from_utf8_lossy(&got);
+    for needle in [
+        "# Server\r\n",
+        "redis_version:",
+        "# Clients\r\nconnected_clients:1\r\n",
+        "# Stats\r\n",
+        "cmdstat_discover:calls=1,failed_calls=0",
+        "# Docker\r\n",
+        "table_size:4",
+    ] {
+        assert!(got.contains(needle), "{needle:?} in {got}");
+    }
+    let mut c = s.connect().await;
+    c.send(&resp(&[b"INFO", b"clients"])).await;
+    let (got, _) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), c.read_to_close()).await.unwrap_or_default();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.contains("# Clients") && !got.contains("# Server"), "{got}");
+}
+
+#[tokio::test]
+async fn a_thousand_pipelined_commands_in_one_write_answer_in_order() {
+    let s = server().await;
+    let mut c = s.connect().await;
+    let mut request = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..1000 {
+        let msg = format!("m{i}");
+        request.extend(resp(&[b"ECHO", msg.as_bytes()]));
+        expected.extend(format!("${}\r\n{msg}\r\n", msg.len()).into_bytes());
+        if i % 10 == 0 {
+            request.extend(resp(&[b"DISCOVER", b"node-1"]));
+            expected.extend_from_slice(b"$21\r\n127.0.0.1:30001@40001\r\n");
+        }
+    }
+    c.roundtrip(&request, &expected).await;
+}
+
+#[tokio::test]
+async fn every_split_of_a_request_stream_gives_the_same_replies() {
+    let s = server().await;
+    let mut stream = Vec::new();
+    stream.extend(resp(&[b"PING"]));
+    stream.extend(resp(&[b"DISCOVER", b"node-1"]));
+    stream.extend_from_slice(b"ECHO \"a b\"\r\n");
+    stream.extend(resp(&[b"ECHO", b""]));
+    let expected = b"+PONG\r\n$21\r\n127.0.0.1:30001@40001\r\n$3\r\na b\r\n$0\r\n\r\n";
+    for cut in 1..stream.len() {
+        let mut c = s.connect().await;
+        c.send(&stream[..cut]).await;
+        tokio::task::yield_now().await;
+        c.send(&stream[cut..]).await;
+        let got = c.read_exact_len(expected.len()).await;
+        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(expected), "cut at {cut}");
+    }
+}
+
+#[tokio::test]
+async fn inline_commands_follow_redis_quoting() {
+    let s = server().await;
+    let mut c = s.connect().await;
+    c.roundtrip(b"PING\r\n", b"+PONG\r\n").await;
+    c.roundtrip(b"ping\n", b"+PONG\r\n").await;
+    c.roundtrip(b"ECHO \"a b\"\r\n", b"$3\r\na b\r\n").await;
+    c.roundtrip(b"ECHO 'it''s'\r\n", b"-ERR Protocol error: unbalanced quotes in request\r\n").await;
+    let mut c = s.connect().await;
+    c.roundtrip(b"ECHO \"\\x41\\n\"\r\n", b"$2\r\nA\n\r\n").await;
+    c.roundtrip(b"ECHO 'x y'\r\n", b"$3\r\nx y\r\n").await;
+    c.roundtrip(b"\r\n   \r\nDISCOVER node-1\r\n", b"$21\r\n127.0.0.1:30001@40001\r\n").await;
+}
+
+#[tokio::test]
+async fn a_protocol_error_closes_only_that_connection() {
+    let s = server().await;
+    let mut good = s.connect().await;
+    good.roundtrip(&resp(&[b"PING"]), b"+PONG\r\n").await;
+    let cases: &[(&[u8], &str)] = &[
+        (b"*1\r\n*1\r\n$4\r\nPING\r\n", "-ERR Protocol error: expected '$', got '*'\r\n"),
+        (b"*abc\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
+        (b"*1\r\n$-5\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
+        (b"*1\r\n$1073741824\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
+        (b"ECHO \"abc\r\n", "-ERR Protocol error: unbalanced quotes in request\r\n"),
+    ];
+    for (input, reply) in cases {
+        let mut bad = s.connect().await;
+        bad.send(input).await;
+        let (got, closed) = bad.read_to_close().await;
+        assert_eq!(String::from_utf8_lossy(&got), *reply, "input {:?}", String::from_utf8_lossy(input));
+        assert!(closed, "the server closes after {:?}", String::from_utf8_lossy(input));
+        good.roundtrip(&resp(&[b"DISCOVER", b"node-1"]), b"$21\r\n127.0.0.1:30001@40001\r\n").await;
+    }
+}
+
+#[tokio::test]
+async fn graceful_stop_returns_and_refuses_new_clients() {
+    let s = server().await;
+    let addr = s.addr;
+    let mut c = s.connect().await;
+    c.roundtrip(&resp(&[b"PING"]), b"+PONG\r\n").await;
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.stop())
+        .await
+        .expect("stops in time")
+        .expect("stops cleanly");
+    let (_, closed) = c.read_to_close().await;
+    assert!(closed, "open connections are closed on shutdown");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
+
+#[tokio::test]
+async fn requirepass_gates_every_command_but_auth_hello_ping_and_quit() {
+    let config = Config { requirepass: Some("s3cret-pw".into()), ..Config::default() };
+    let s = TestServer::in_memory(config, vec![node(ID, "node-1", true, vec![(6379, 30001), (16379, 40001)])]).await;
+    let mut c = s.connect().await;
+    c.roundtrip(&resp(&[b"DISCOVER", b"node-1"]), b"-NOAUTH Authentication required.\r\n").await;
+    c.roundtrip(&resp(&[b"INFO"]), b"-NOAUTH Authentication required.\r\n").await;
+    c.roundtrip(&resp(&[b"PING"]), b"+PONG\r\n").await;
+    c.roundtrip(&resp(&[b"NOSUCH"]), b"-ERR unknown command 'NOSUCH', with args beginning with: \r\n").await;
+    c.send(&resp(&[b"HELLO", b"3"])).await;
+    let got = c.read_exact_len(9).await;
+    assert_eq!(got, b"-NOAUTH H", "HELLO without AUTH is refused");
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(100), c.read_to_close()).await;
+    c.roundtrip(&resp(&[b"AUTH", b"wrong"]), b"-WRONGPASS invalid username-password pair or user is disabled.\r\n")
+        .await;
+    c.roundtrip(
+        &resp(&[b"AUTH", b"bob", b"s3cret-pw"]),
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    )
+    .await;
+    c.roundtrip(&resp(&[b"AUTH", b"s3cret-pw"]), b"+OK\r\n").await;
+    c.roundtrip(&resp(&[b"DISCOVER", b"node-1"]), b"$21\r\n127.0.0.1:30001@40001\r\n").await;
+    c.send(&resp(&[b"INFO"])).await;
+    let (info, _) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), c.read_to_close()).await.unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&info).contains("s3cret"), "INFO never shows the password");
+    let mut c = s.connect().await;
+    c.send(&resp(&[b"HELLO", b"3", b"AUTH", b"default", b"s3cret-pw"])).await;
+    assert_eq!(c.read_exact_len(4).await, b"%7\r\n");
+    let mut c = s.connect().await;
+    c.roundtrip(&resp(&[b"AUTH", b"default", b"s3cret-pw"]), b"+OK\r\n").await;
+    c.roundtrip(&resp(&[b"RESET"]), b"+RESET\r\n").await;
+    c.roundtrip(&resp(&[b"DISCOVER", b"node-1"]), b"-NOAUTH Authentication required.\r\n").await;
+}
