@@ -72,6 +72,10 @@ struct Cli {
     /// Log format.
     #[arg(long, env = "REDISCOVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Do not serve: send PING to the --listen address (127.0.0.1 when it is unspecified) and exit 0 on PONG. A
+    /// healthcheck for images without redis-cli.
+    #[arg(long)]
+    ping: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -82,6 +86,9 @@ enum LogFormat {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.ping {
+        return ping(cli.listen);
+    }
     init_tracing(cli.log_format);
     let announce_ip = resolve_announce_ip(cli.announce_ip, cli.interface.as_deref())?;
     let docker_host = cli
@@ -119,6 +126,22 @@ fn main() -> anyhow::Result<()> {
         rediscover::run(listener, ports, config, shutdown).await?;
         Ok(())
     })
+}
+
+fn ping(listen: SocketAddr) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(IpAddr::from([127, 0, 0, 1]));
+    }
+    let timeout = Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(b"PING\r\n")?;
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).with_context(|| format!("no reply from {addr}"))?;
+    anyhow::ensure!(&reply == b"+PONG\r\n", "{addr} answered {:?}", String::from_utf8_lossy(&reply));
+    Ok(())
 }
 
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {

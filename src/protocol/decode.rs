@@ -1,17 +1,20 @@
 //! Incremental, bounded decoder for client requests: RESP arrays of bulk strings and inline lines.
-// PLACEHOLDER: the real decoder replaces this file.
+//!
+//! A request is what Redis's `processMultibulkBuffer` and `processInlineBuffer` accept. The decoder keeps its
+//! place between reads, so every byte is looked at once however the request is split, and it never recurses:
+//! a nested array is simply an argument that does not start with `$`.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 /// Limits on what one request may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLimits {
-    /// Longest bulk string (Redis: proto-max-bulk-len).
+    /// Longest bulk string (Redis: proto-max-bulk-len, 512 MB there; ids and names are short here).
     pub max_bulk_len: usize,
     /// Most arguments in one request (Redis: 1024*1024 multibulk items).
     pub max_args: usize,
-    /// Longest inline line (Redis: PROTO_INLINE_MAX_SIZE).
+    /// Longest inline line, and longest `*`/`$` count line (Redis: PROTO_INLINE_MAX_SIZE, 64 KiB).
     pub max_inline_len: usize,
     /// Most bytes one request may take on the wire (Redis: client-query-buffer-limit).
     pub max_request_len: usize,
@@ -28,48 +31,502 @@ impl Default for DecodeLimits {
     }
 }
 
-/// Malformed input.
+/// Malformed input: the connection answers `-ERR Protocol error: <this>` and closes, as Redis does.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
     /// Reading from the socket failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    /// Bad input.
-    #[error("{0}")]
-    Bad(String),
+    /// The `*` count is not a number or exceeds `max_args`.
+    #[error("invalid multibulk length")]
+    InvalidMultibulkLength,
+    /// The `$` length is not a number, negative, or exceeds `max_bulk_len`.
+    #[error("invalid bulk length")]
+    InvalidBulkLength,
+    /// An array element is not a bulk string (nested arrays included).
+    #[error("expected '$', got '{}'", printable(*.0))]
+    ExpectedBulk(u8),
+    /// A bulk string is not followed by CRLF (Redis skips those two bytes unchecked; we refuse them).
+    #[error("expected CRLF after bulk string")]
+    MissingCrlf,
+    /// An inline line with an unterminated quote, or a closing quote followed by something else than a space.
+    #[error("unbalanced quotes in request")]
+    UnbalancedQuotes,
+    /// An inline line longer than `max_inline_len`.
+    #[error("too big inline request")]
+    TooBigInline,
+    /// An inline line with more than `max_args` arguments.
+    #[error("too many arguments in inline request")]
+    TooManyInlineArgs,
+    /// A `*` line longer than `max_inline_len`.
+    #[error("too big mbulk count string")]
+    TooBigMultibulkCount,
+    /// A `$` line longer than `max_inline_len`.
+    #[error("too big bulk count string")]
+    TooBigBulkCount,
+    /// The request would take more than `max_request_len` bytes.
+    #[error("request too large")]
+    RequestTooLarge,
 }
 
-/// The decoder.
-#[derive(Debug, Default)]
+/// Redis prints the offending byte as is; a control or non-ASCII byte is shown escaped so the reply stays one line.
+fn printable(byte: u8) -> String {
+    if byte.is_ascii_graphic() || byte == b' ' {
+        char::from(byte).to_string()
+    } else {
+        format!("\\x{byte:02x}")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Between requests.
+    Idle,
+    /// Inside an array, before the `$` line of the next argument.
+    Header { remaining: usize },
+    /// Inside an array, waiting for `len` bytes plus CRLF.
+    Body { len: usize, remaining: usize },
+}
+
+/// Decodes client requests into their arguments; see the module documentation.
+#[derive(Debug)]
 pub struct RequestDecoder {
     limits: DecodeLimits,
+    state: State,
+    args: Vec<Bytes>,
+    /// Bytes at the front of the buffer already searched for `\n` without finding one.
+    scanned: usize,
+    /// Bytes of the current request taken from the buffer so far.
+    consumed: usize,
+}
+
+impl Default for RequestDecoder {
+    fn default() -> Self {
+        RequestDecoder::new(DecodeLimits::default())
+    }
 }
 
 impl RequestDecoder {
     /// A decoder with these limits.
     pub fn new(limits: DecodeLimits) -> Self {
-        RequestDecoder { limits }
+        RequestDecoder { limits, state: State::Idle, args: Vec::new(), scanned: 0, consumed: 0 }
     }
+
     /// True while part of a request has been read but not all of it.
     pub fn is_mid_request(&self) -> bool {
-        false
+        self.state != State::Idle || self.scanned > 0
+    }
+
+    /// Takes the next line (without its `\n`) from the front of `src`, or `None` until it is complete.
+    fn take_line(
+        &mut self,
+        src: &mut BytesMut,
+        max_len: usize,
+        too_long: ProtocolError,
+    ) -> Result<Option<BytesMut>, ProtocolError> {
+        let Some(found) = src[self.scanned..].iter().position(|&b| b == b'\n') else {
+            if src.len() > max_len {
+                return Err(too_long);
+            }
+            self.scanned = src.len();
+            return Ok(None);
+        };
+        let end = self.scanned + found;
+        if end > max_len {
+            return Err(too_long);
+        }
+        self.scanned = 0;
+        self.consumed += end + 1;
+        if self.consumed > self.limits.max_request_len {
+            return Err(ProtocolError::RequestTooLarge);
+        }
+        let line = src.split_to(end);
+        src.advance(1);
+        Ok(Some(line))
+    }
+
+    fn finish(&mut self) -> Vec<Bytes> {
+        self.state = State::Idle;
+        self.consumed = 0;
+        std::mem::take(&mut self.args)
     }
 }
 
 impl Decoder for RequestDecoder {
     type Item = Vec<Bytes>;
     type Error = ProtocolError;
+
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-        let _ = self.limits;
-        let Some(pos) = src.iter().position(|&b| b == b'\n') else {
-            return Ok(None);
-        };
-        let line = src.split_to(pos + 1).freeze();
-        Ok(Some(
-            line.split(|b| *b == b' ' || *b == b'\r' || *b == b'\n')
-                .filter(|s| !s.is_empty())
-                .map(|s| Bytes::copy_from_slice(s))
-                .collect(),
-        ))
+        loop {
+            match self.state {
+                State::Idle => {
+                    let Some(&first) = src.first() else { return Ok(None) };
+                    if first == b'*' {
+                        let limit = self.limits.max_inline_len;
+                        let Some(line) = self.take_line(src, limit, ProtocolError::TooBigMultibulkCount)? else {
+                            return Ok(None);
+                        };
+                        match parse_count(&line[1..]) {
+                            Some(n) if n > self.limits.max_args as i64 => {
+                                return Err(ProtocolError::InvalidMultibulkLength)
+                            }
+                            // Redis ignores `*0` and `*-1` as empty requests.
+                            Some(n) if n <= 0 => self.consumed = 0,
+                            Some(n) => {
+                                let n = n as usize;
+                                self.args = Vec::with_capacity(n.min(8));
+                                self.state = State::Header { remaining: n };
+                            }
+                            None => return Err(ProtocolError::InvalidMultibulkLength),
+                        }
+                    } else {
+                        let limit = self.limits.max_inline_len.min(self.limits.max_request_len);
+                        let Some(line) = self.take_line(src, limit, ProtocolError::TooBigInline)? else {
+                            return Ok(None);
+                        };
+                        self.consumed = 0;
+                        let args = split_inline(&line, self.limits.max_args)?;
+                        // Redis ignores blank lines.
+                        if !args.is_empty() {
+                            return Ok(Some(args));
+                        }
+                    }
+                }
+                State::Header { remaining: 0 } => return Ok(Some(self.finish())),
+                State::Header { remaining } => {
+                    let Some(&first) = src.first() else { return Ok(None) };
+                    // Redis waits for the whole line before this check; failing at the first byte is the same answer.
+                    if first != b'$' {
+                        return Err(ProtocolError::ExpectedBulk(first));
+                    }
+                    let limit = self.limits.max_inline_len;
+                    let Some(line) = self.take_line(src, limit, ProtocolError::TooBigBulkCount)? else {
+                        return Ok(None);
+                    };
+                    let len = match parse_count(&line[1..]) {
+                        Some(n) if (0..=self.limits.max_bulk_len as i64).contains(&n) => n as usize,
+                        _ => return Err(ProtocolError::InvalidBulkLength),
+                    };
+                    if self.consumed + len + 2 > self.limits.max_request_len {
+                        return Err(ProtocolError::RequestTooLarge);
+                    }
+                    self.state = State::Body { len, remaining };
+                }
+                State::Body { len, remaining } => {
+                    if src.len() < len + 2 {
+                        // The length is declared and bounded: make room once rather than grow step by step.
+                        src.reserve(len + 2 - src.len());
+                        return Ok(None);
+                    }
+                    if &src[len..len + 2] != b"\r\n" {
+                        return Err(ProtocolError::MissingCrlf);
+                    }
+                    let arg = src.split_to(len).freeze();
+                    src.advance(2);
+                    self.consumed += len + 2;
+                    self.args.push(arg);
+                    self.state = State::Header { remaining: remaining - 1 };
+                }
+            }
+        }
+    }
+}
+
+/// Parses a `*`/`$` count followed by `\r` as Redis's `string2ll` does: an optional `-`, no `+`, no leading zero.
+fn parse_count(line: &[u8]) -> Option<i64> {
+    let text = line.strip_suffix(b"\r")?;
+    let (negative, digits) = match text {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, text),
+    };
+    match digits {
+        [b'0'] if !negative => return Some(0),
+        [b'1'..=b'9', rest @ ..] if rest.iter().all(u8::is_ascii_digit) => {}
+        _ => return None,
+    }
+    let value = digits.iter().try_fold(0i64, |acc, &d| acc.checked_mul(10)?.checked_add(i64::from(d - b'0')))?;
+    Some(if negative { -value } else { value })
+}
+
+/// Splits an inline line into arguments with the quoting rules of Redis's `sdssplitargs`.
+fn split_inline(line: &[u8], max_args: usize) -> Result<Vec<Bytes>, ProtocolError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // sdssplitargs reads a C string: a NUL ends the line.
+    let line = match line.iter().position(|&b| b == 0) {
+        Some(nul) => &line[..nul],
+        None => line,
+    };
+    let mut args = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < line.len() && is_space(line[i]) {
+            i += 1;
+        }
+        if i == line.len() {
+            return Ok(args);
+        }
+        if args.len() == max_args {
+            return Err(ProtocolError::TooManyInlineArgs);
+        }
+        let (arg, next) = split_one(line, i)?;
+        args.push(Bytes::from(arg));
+        i = next;
+    }
+}
+
+/// `isspace` in the C locale.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// Reads one argument starting at `start`; returns it and the position after it.
+fn split_one(line: &[u8], start: usize) -> Result<(Vec<u8>, usize), ProtocolError> {
+    let mut arg = Vec::new();
+    let mut i = start;
+    match line[i] {
+        b'"' => {
+            i += 1;
+            loop {
+                match line.get(i..) {
+                    Some([b'\\', b'x', hi, lo, ..]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                        arg.push(hex(*hi) << 4 | hex(*lo));
+                        i += 4;
+                    }
+                    Some([b'\\', escaped, ..]) => {
+                        arg.push(match escaped {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 0x08,
+                            b'a' => 0x07,
+                            other => *other,
+                        });
+                        i += 2;
+                    }
+                    Some([b'"', ..]) => return closing_quote(line, i + 1).map(|next| (arg, next)),
+                    Some([byte, ..]) => {
+                        arg.push(*byte);
+                        i += 1;
+                    }
+                    _ => return Err(ProtocolError::UnbalancedQuotes),
+                }
+            }
+        }
+        b'\'' => {
+            i += 1;
+            loop {
+                match line.get(i..) {
+                    Some([b'\\', b'\'', ..]) => {
+                        arg.push(b'\'');
+                        i += 2;
+                    }
+                    Some([b'\'', ..]) => return closing_quote(line, i + 1).map(|next| (arg, next)),
+                    Some([byte, ..]) => {
+                        arg.push(*byte);
+                        i += 1;
+                    }
+                    _ => return Err(ProtocolError::UnbalancedQuotes),
+                }
+            }
+        }
+        _ => {
+            // Unquoted: a quote character starts a quoted part only at the start of an argument in Redis;
+            // inside a word it begins quoting too (`a"b c"` is `ab c`), so hand over to the quoted reader.
+            while i < line.len() {
+                match line[i] {
+                    b' ' | b'\n' | b'\r' | b'\t' => break,
+                    b'"' | b'\'' => {
+                        let (rest, next) = split_one(line, i)?;
+                        arg.extend_from_slice(&rest);
+                        return Ok((arg, next));
+                    }
+                    byte => {
+                        arg.push(byte);
+                        i += 1;
+                    }
+                }
+            }
+            Ok((arg, i))
+        }
+    }
+}
+
+/// After a closing quote Redis requires a space or the end of the line.
+fn closing_quote(line: &[u8], next: usize) -> Result<usize, ProtocolError> {
+    match line.get(next) {
+        Some(&b) if !is_space(b) => Err(ProtocolError::UnbalancedQuotes),
+        _ => Ok(next),
+    }
+}
+
+fn hex(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => digit - b'A' + 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8], limits: DecodeLimits) -> (Vec<Vec<Vec<u8>>>, Option<String>) {
+        let mut decoder = RequestDecoder::new(limits);
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(args)) => out.push(args.iter().map(|a| a.to_vec()).collect()),
+                Ok(None) => return (out, None),
+                Err(e) => return (out, Some(e.to_string())),
+            }
+        }
+    }
+
+    fn decode(input: &[u8]) -> (Vec<Vec<Vec<u8>>>, Option<String>) {
+        decode_all(input, DecodeLimits::default())
+    }
+
+    fn args(list: &[&[u8]]) -> Vec<Vec<u8>> {
+        list.iter().map(|a| a.to_vec()).collect()
+    }
+
+    #[test]
+    fn decodes_arrays_of_bulk_strings() {
+        let (out, err) = decode(b"*2\r\n$4\r\nECHO\r\n$5\r\nhi\r\nx\r\n*1\r\n$4\r\nPING\r\n");
+        assert_eq!(out, vec![args(&[b"ECHO", b"hi\r\nx"]), args(&[b"PING"])]);
+        assert_eq!(err, None);
+    }
+
+    #[test]
+    fn skips_empty_and_null_arrays_and_blank_lines() {
+        let (out, err) = decode(b"*0\r\n*-1\r\n\r\n   \r\nPING\r\n");
+        assert_eq!(out, vec![args(&[b"PING"])]);
+        assert_eq!(err, None);
+    }
+
+    #[test]
+    fn splits_inline_lines_like_sdssplitargs() {
+        let cases: &[(&[u8], &[&[u8]])] = &[
+            (b"PING\r\n", &[b"PING"]),
+            (b"PING\n", &[b"PING"]),
+            (b"  ECHO   a  \t b\r\n", &[b"ECHO", b"a", b"b"]),
+            (b"ECHO \"a b\"\r\n", &[b"ECHO", b"a b"]),
+            (b"ECHO 'a \"b'\r\n", &[b"ECHO", b"a \"b"]),
+            (b"ECHO \"\\x41\\n\\t\\\"\\q\"\r\n", &[b"ECHO", b"A\n\t\"q"]),
+            (b"ECHO 'it\\'s'\r\n", &[b"ECHO", b"it's"]),
+            (b"ECHO \"\\xZZ\"\r\n", &[b"ECHO", b"xZZ"]),
+            (b"ECHO \"\"\r\n", &[b"ECHO", b""]),
+            (b"ECHO a\"b c\"\r\n", &[b"ECHO", b"ab c"]),
+            (b"ECHO a\0b\r\n", &[b"ECHO", b"a"]),
+        ];
+        for (input, expected) in cases {
+            let (out, err) = decode(input);
+            assert_eq!(err, None, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(out, vec![args(expected)], "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn answers_malformed_input_with_redis_words() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"*abc\r\n", "invalid multibulk length"),
+            (b"*01\r\n", "invalid multibulk length"),
+            (b"*+1\r\n", "invalid multibulk length"),
+            (b"*1\n", "invalid multibulk length"),
+            (b"*99999999999999999999999\r\n", "invalid multibulk length"),
+            (b"*1025\r\n", "invalid multibulk length"),
+            (b"*1\r\n$-1\r\n", "invalid bulk length"),
+            (b"*1\r\n$65537\r\n", "invalid bulk length"),
+            (b"*1\r\n$x\r\n", "invalid bulk length"),
+            (b"*1\r\n*1\r\n", "expected '$', got '*'"),
+            (b"*1\r\n\x01", "expected '$', got '\\x01'"),
+            (b"*1\r\n$1\r\nab\r\n", "expected CRLF after bulk string"),
+            (b"ECHO \"abc\r\n", "unbalanced quotes in request"),
+            (b"ECHO \"a\"b\r\n", "unbalanced quotes in request"),
+            (b"ECHO 'a\r\n", "unbalanced quotes in request"),
+        ];
+        for (input, expected) in cases {
+            let (out, err) = decode(input);
+            assert!(out.is_empty());
+            assert_eq!(err.as_deref(), Some(*expected), "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn enforces_line_and_request_limits() {
+        let limits = DecodeLimits { max_bulk_len: 100, max_args: 3, max_inline_len: 16, max_request_len: 64 };
+        let long = [b'a'; 17];
+        assert_eq!(decode_all(&long, limits).1.as_deref(), Some("too big inline request"));
+        assert_eq!(decode_all(b"*00000000000000000", limits).1.as_deref(), Some("too big mbulk count string"));
+        assert_eq!(decode_all(b"*1\r\n$00000000000000000", limits).1.as_deref(), Some("too big bulk count string"));
+        assert_eq!(decode_all(b"a b c d\r\n", limits).1.as_deref(), Some("too many arguments in inline request"));
+        assert_eq!(decode_all(b"*2\r\n$50\r\n", limits).1, None);
+        assert_eq!(decode_all(b"*2\r\n$60\r\n", limits).1.as_deref(), Some("request too large"));
+    }
+
+    #[test]
+    fn gives_the_same_requests_however_the_input_is_split() {
+        let input: &[u8] = b"*2\r\n$4\r\nECHO\r\n$3\r\na b\r\nECHO \"x y\" 'z'\r\n*0\r\n*1\r\n$4\r\nPING\r\n";
+        let whole = decode(input);
+        for cut in 0..=input.len() {
+            let mut decoder = RequestDecoder::default();
+            let mut buf = BytesMut::new();
+            let mut out = Vec::new();
+            for part in [&input[..cut], &input[cut..]] {
+                buf.extend_from_slice(part);
+                while let Some(args) = decoder.decode(&mut buf).expect("valid input") {
+                    out.push(args.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
+                }
+            }
+            assert_eq!(out, whole.0, "cut at {cut}");
+            assert!(!decoder.is_mid_request());
+        }
+        let mut decoder = RequestDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for byte in input {
+            buf.extend_from_slice(&[*byte]);
+            while let Some(args) = decoder.decode(&mut buf).expect("valid input") {
+                out.push(args.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
+            }
+        }
+        assert_eq!(out, whole.0);
+    }
+
+    #[test]
+    fn reports_a_partial_request() {
+        let mut decoder = RequestDecoder::default();
+        let mut buf = BytesMut::from(&b"*1\r\n$4\r\nPI"[..]);
+        assert!(decoder.decode(&mut buf).expect("valid prefix").is_none());
+        assert!(decoder.is_mid_request());
+        buf.extend_from_slice(b"NG\r\n");
+        assert!(decoder.decode(&mut buf).expect("valid input").is_some());
+        assert!(!decoder.is_mid_request());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        let nested = b"*1\r\n".repeat(100_000);
+        assert_eq!(decode(&nested).1.as_deref(), Some("expected '$', got '*'"));
+    }
+
+    #[test]
+    fn agrees_with_redis_protocol_on_well_formed_arrays() {
+        let input = b"*3\r\n$8\r\nDISCOVER\r\n$12\r\n0123456789ab\r\n$0\r\n\r\n";
+        let (frame, used) = redis_protocol::resp2::decode::decode(&Bytes::from_static(input))
+            .expect("valid frame")
+            .expect("complete frame");
+        assert_eq!(used, input.len());
+        let redis_protocol::resp2::types::OwnedFrame::Array(items) = frame else { panic!("not an array") };
+        let theirs: Vec<Vec<u8>> = items
+            .into_iter()
+            .map(|f| match f {
+                redis_protocol::resp2::types::OwnedFrame::BulkString(b) => b,
+                other => panic!("not a bulk string: {other:?}"),
+            })
+            .collect();
+        assert_eq!(decode(input).0, vec![theirs]);
     }
 }
