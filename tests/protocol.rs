@@ -123,9 +123,7 @@ async fn hello_switches_to_resp3_and_reset_switches_back() {
     }
     let _ = c.read_exact_len(1000).await;
     let mut c = s.connect().await;
-    c.send(&resp(&[b"HELLO", b"3"])).await;
-    let _ = c.read_exact_len(4).await;
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), c.read_to_close()).await;
+    assert!(c.request(&[b"HELLO", b"3"]).await.starts_with("%7\r\n"));
     c.roundtrip(&resp(&[b"CLIENT", b"GETNAME"]), b"_\r\n").await;
     c.roundtrip(&resp(&[b"RESET"]), b"+RESET\r\n").await;
     c.roundtrip(&resp(&[b"CLIENT", b"GETNAME"]), b"$-1\r\n").await;
@@ -177,9 +175,7 @@ async fn command_count_info_and_docs_describe_the_table() {
     let got = String::from_utf8_lossy(&c.read_exact_len(40).await).into_owned();
     assert!(got.starts_with("*2\r\n*10\r\n$8\r\ndiscover\r\n:-2\r\n"), "{got:?}");
     let mut c = s.connect().await;
-    c.send(&resp(&[b"COMMAND", b"DOCS", b"members"])).await;
-    let (got, _) = tokio::time::timeout(std::time::Duration::from_secs(1), c.read_to_close()).await.unwrap_or_default();
-    let got = String::from_utf8_lossy(&got);
+    let got = c.request(&[b"COMMAND", b"DOCS", b"members"]).await;
     assert!(got.starts_with("*2\r\n$7\r\nmembers\r\n"), "{got:?}");
     assert!(got.contains("$7\r\nsummary\r\n") && got.contains("$5\r\nLABEL\r\n"), "{got:?}");
 }
@@ -189,10 +185,7 @@ async fn info_reports_sections_and_counts_commands() {
     let s = server().await;
     let mut c = s.connect().await;
     c.roundtrip(&resp(&[b"DISCOVER", b"node-1"]), b"$21\r\n127.0.0.1:30001@40001\r\n").await;
-    c.send(&resp(&[b"INFO"])).await;
-    let (got, _) =
-        tokio::time::timeout(std::time::Duration::from_millis(300), c.read_to_close()).await.unwrap_or_default();
-    let got = String::from_utf8_lossy(&got);
+    let got = c.request(&[b"INFO"]).await;
     for needle in [
         "# Server\r\n",
         "redis_version:",
@@ -205,10 +198,7 @@ async fn info_reports_sections_and_counts_commands() {
         assert!(got.contains(needle), "{needle:?} in {got}");
     }
     let mut c = s.connect().await;
-    c.send(&resp(&[b"INFO", b"clients"])).await;
-    let (got, _) =
-        tokio::time::timeout(std::time::Duration::from_millis(300), c.read_to_close()).await.unwrap_or_default();
-    let got = String::from_utf8_lossy(&got);
+    let got = c.request(&[b"INFO", b"clients"]).await;
     assert!(got.contains("# Clients") && !got.contains("# Server"), "{got}");
 }
 
@@ -309,10 +299,8 @@ async fn requirepass_gates_every_command_but_auth_hello_ping_and_quit() {
     c.roundtrip(&resp(&[b"INFO"]), b"-NOAUTH Authentication required.\r\n").await;
     c.roundtrip(&resp(&[b"PING"]), b"+PONG\r\n").await;
     c.roundtrip(&resp(&[b"NOSUCH"]), b"-ERR unknown command 'NOSUCH', with args beginning with: \r\n").await;
-    c.send(&resp(&[b"HELLO", b"3"])).await;
-    let got = c.read_exact_len(9).await;
-    assert_eq!(got, b"-NOAUTH H", "HELLO without AUTH is refused");
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(100), c.read_to_close()).await;
+    let got = c.request(&[b"HELLO", b"3"]).await;
+    assert!(got.starts_with("-NOAUTH H"), "HELLO without AUTH is refused: {got:?}");
     c.roundtrip(&resp(&[b"AUTH", b"wrong"]), b"-WRONGPASS invalid username-password pair or user is disabled.\r\n")
         .await;
     c.roundtrip(
@@ -322,10 +310,8 @@ async fn requirepass_gates_every_command_but_auth_hello_ping_and_quit() {
     .await;
     c.roundtrip(&resp(&[b"AUTH", b"s3cret-pw"]), b"+OK\r\n").await;
     c.roundtrip(&resp(&[b"DISCOVER", b"node-1"]), b"$21\r\n127.0.0.1:30001@40001\r\n").await;
-    c.send(&resp(&[b"INFO"])).await;
-    let (info, _) =
-        tokio::time::timeout(std::time::Duration::from_millis(300), c.read_to_close()).await.unwrap_or_default();
-    assert!(!String::from_utf8_lossy(&info).contains("s3cret"), "INFO never shows the password");
+    let info = c.request(&[b"INFO"]).await;
+    assert!(info.contains("# Server") && !info.contains("s3cret"), "INFO never shows the password");
     let mut c = s.connect().await;
     c.send(&resp(&[b"HELLO", b"3", b"AUTH", b"default", b"s3cret-pw"])).await;
     assert_eq!(c.read_exact_len(4).await, b"%7\r\n");

@@ -112,7 +112,7 @@ impl Command {
         if !spec.subcommands.is_empty() && args.len() > 1 {
             let full = format!("{}|{}", spec.name, arg_str(&args[1]).to_ascii_lowercase());
             if let Some(sub) = command_docs::find(&full) {
-                if !command_docs::arity_fits(sub.arity, args.len() - 1) {
+                if !command_docs::arity_fits(sub.arity, args.len()) {
                     return Err(CommandError::Arity(full));
                 }
             }
