@@ -190,8 +190,8 @@ impl Ports {
             ContainerEvent::Died(id) => self.mark_stopped(&id),
             ContainerEvent::Destroyed(id) => write(&self.table).remove(&id),
             ContainerEvent::Changed(id) => {
-                // Until the new state is read, no lookup may see the old ports.
-                self.mark_stopped(&id);
+                // A restart always sends `die` first, which hides the old ports; a start, rename or pause of an
+                // entry still marked running (a replayed event) leaves its ports as they are while it is read.
                 self.stats.docker_calls.fetch_add(1, Ordering::Relaxed);
                 match client.inspect(&id).await {
                     Ok(Some(c)) => write(&self.table).upsert(c),
