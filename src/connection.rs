@@ -138,9 +138,8 @@ where
                 }
             };
             request_started = None;
-            let (reply, quit) = tokio::select! {
-                _ = shutdown.cancelled() => return Close::Shutdown,
-                done = execute(args, shared, session) => done,
+            let Some((reply, quit)) = execute(args, shared, session, shutdown).await else {
+                return Close::Shutdown;
             };
             codec.protocol = session.protocol;
             encode(&mut codec, reply, &mut output);
@@ -194,28 +193,39 @@ where
     }
 }
 
-/// Checks auth, runs one request, counts it; the flag says the connection is to close after the reply.
-async fn execute(args: Vec<Bytes>, shared: &Shared, session: &mut Session) -> (Reply, bool) {
+/// Checks auth, runs one request, counts it; the flag says the connection is to close after the reply. `None`
+/// when shutdown interrupted a blocking command.
+async fn execute(
+    args: Vec<Bytes>,
+    shared: &Shared,
+    session: &mut Session,
+    shutdown: &CancellationToken,
+) -> Option<(Reply, bool)> {
     let command = match Command::parse(&args) {
         Ok(c) => c,
-        Err(e) => return (e.reply(), false),
+        Err(e) => return Some((e.reply(), false)),
     };
     let name = command.name();
     if !session.authenticated && !command.allowed_before_auth() {
         shared.stats.record(name, true);
-        return (Reply::error("NOAUTH Authentication required."), false);
+        return Some((Reply::error("NOAUTH Authentication required."), false));
     }
     let quit = matches!(command, Command::Quit);
-    let blocking = matches!(&command, Command::Members(m) if m.min > 0);
-    if blocking {
+    // Only a blocking MEMBERS waits on anything but a bounded Docker call; the others finish before shutdown
+    // completes, so only it listens for shutdown (which costs a waiter registration per call).
+    let reply = if matches!(&command, Command::Members(m) if m.min > 0) {
         shared.stats.blocked_clients.fetch_add(1, Ordering::Relaxed);
-    }
-    let reply = command.apply(shared, session).await;
-    if blocking {
+        let reply = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            reply = command.apply(shared, session) => Some(reply),
+        };
         shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
-    }
+        reply?
+    } else {
+        command.apply(shared, session).await
+    };
     shared.stats.record(name, reply.is_error());
-    (reply, quit)
+    Some((reply, quit))
 }
 
 fn encode(codec: &mut RespCodec, reply: Reply, output: &mut BytesMut) {
