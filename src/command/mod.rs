@@ -102,8 +102,7 @@ impl Command {
         let Some(name) = args.first() else {
             return Err(CommandError::Syntax);
         };
-        let lower = arg_str(name).to_ascii_lowercase();
-        let Some(spec) = command_docs::find(&lower).filter(|_| !lower.contains('|')) else {
+        let Some(spec) = command_docs::COMMANDS.iter().find(|c| name.eq_ignore_ascii_case(c.name.as_bytes())) else {
             return Err(unknown(&args[0], &args[1..]));
         };
         if !command_docs::arity_fits(spec.arity, args.len()) {

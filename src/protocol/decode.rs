@@ -117,13 +117,14 @@ impl RequestDecoder {
         self.state != State::Idle || self.scanned > 0
     }
 
-    /// Takes the next line (without its `\n`) from the front of `src`, or `None` until it is complete.
-    fn take_line(
+    /// Finds the end of the next line (the index of its `\n`) at the front of `src`, or `None` until it is
+    /// complete; counts it as part of the request.
+    fn line_end(
         &mut self,
-        src: &mut BytesMut,
+        src: &BytesMut,
         max_len: usize,
         too_long: ProtocolError,
-    ) -> Result<Option<BytesMut>, ProtocolError> {
+    ) -> Result<Option<usize>, ProtocolError> {
         let Some(found) = src[self.scanned..].iter().position(|&b| b == b'\n') else {
             if src.len() > max_len {
                 return Err(too_long);
@@ -140,9 +141,7 @@ impl RequestDecoder {
         if self.consumed > self.limits.max_request_len {
             return Err(ProtocolError::RequestTooLarge);
         }
-        let line = src.split_to(end);
-        src.advance(1);
-        Ok(Some(line))
+        Ok(Some(end))
     }
 
     fn finish(&mut self) -> Vec<Bytes> {
@@ -163,10 +162,12 @@ impl Decoder for RequestDecoder {
                     let Some(&first) = src.first() else { return Ok(None) };
                     if first == b'*' {
                         let limit = self.limits.max_inline_len;
-                        let Some(line) = self.take_line(src, limit, ProtocolError::TooBigMultibulkCount)? else {
+                        let Some(end) = self.line_end(src, limit, ProtocolError::TooBigMultibulkCount)? else {
                             return Ok(None);
                         };
-                        match parse_count(&line[1..]) {
+                        let count = parse_count(&src[1..end]);
+                        src.advance(end + 1);
+                        match count {
                             Some(n) if n > self.limits.max_args as i64 => {
                                 return Err(ProtocolError::InvalidMultibulkLength)
                             }
@@ -181,11 +182,13 @@ impl Decoder for RequestDecoder {
                         }
                     } else {
                         let limit = self.limits.max_inline_len.min(self.limits.max_request_len);
-                        let Some(line) = self.take_line(src, limit, ProtocolError::TooBigInline)? else {
+                        let Some(end) = self.line_end(src, limit, ProtocolError::TooBigInline)? else {
                             return Ok(None);
                         };
                         self.consumed = 0;
-                        let args = split_inline(&line, self.limits.max_args)?;
+                        let args = split_inline(&src[..end], self.limits.max_args);
+                        src.advance(end + 1);
+                        let args = args?;
                         // Redis ignores blank lines.
                         if !args.is_empty() {
                             return Ok(Some(args));
@@ -200,10 +203,12 @@ impl Decoder for RequestDecoder {
                         return Err(ProtocolError::ExpectedBulk(first));
                     }
                     let limit = self.limits.max_inline_len;
-                    let Some(line) = self.take_line(src, limit, ProtocolError::TooBigBulkCount)? else {
+                    let Some(end) = self.line_end(src, limit, ProtocolError::TooBigBulkCount)? else {
                         return Ok(None);
                     };
-                    let len = match parse_count(&line[1..]) {
+                    let count = parse_count(&src[1..end]);
+                    src.advance(end + 1);
+                    let len = match count {
                         Some(n) if (0..=self.limits.max_bulk_len as i64).contains(&n) => n as usize,
                         _ => return Err(ProtocolError::InvalidBulkLength),
                     };
