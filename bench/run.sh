@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Debian's redis-server and rediscover, started here, measured by redis-benchmark in one
+# run. Prints requests per second, p50 and p99 for PING (inline and multibulk), a warm DISCOVER of a real
+# container and redis-server's GET of a value of the same length, then memory, start-up and cold-lookup figures.
+#
+#   bench/run.sh            full run (about 2 minutes)
+#   bench/run.sh --quick    fewer requests, for a smoke test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+requests=200000
+idle_conns=10000
+if [ "${1:-}" = "--quick" ]; then
+  requests=20000
+  idle_conns=1000
+fi
+redis_port=${BENCH_REDIS_PORT:-17380}
+rediscover_port=${BENCH_REDISCOVER_PORT:-17381}
+image=rediscover-test/busybox:latest
+socket=/var/run/docker.sock
+
+for tool in redis-server redis-benchmark redis-cli curl python3 docker; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing: apt-get install redis-server redis-tools curl"; exit 1; }
+done
+docker info >/dev/null 2>&1 || { echo "bench: the Docker engine does not answer: start dockerd"; exit 1; }
+ulimit -n $((idle_conns * 2 + 1024)) 2>/dev/null || { echo "bench: raise the open-file limit (ulimit -n)"; exit 1; }
+
+cargo build --release -q
+bin=target/release/rediscover
+
+pids=()
+container=
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -z "$container" ] || docker rm -f "$container" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# A real container publishing the cluster ports, on a local image (no registry needed).
+if ! docker image inspect "$image" >/dev/null 2>&1; then
+  tree=$(mktemp -d)
+  mkdir -p "$tree/bin"
+  cp "$(command -v busybox)" "$tree/bin/busybox"
+  ln -s busybox "$tree/bin/sleep"
+  tar -C "$tree" -c . | docker import - "$image" >/dev/null
+  rm -rf "$tree"
+fi
+container=rediscover-bench-$$
+docker run -d --name "$container" --label io.rediscover.test -p 6379 -p 16379 "$image" sleep 3600 >/dev/null
+
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --maxclients $((idle_conns + 100)) \
+  --logfile /dev/null &
+pids+=($!)
+redis_pid=$!
+
+# Time from exec to the first PONG, measured by the process that starts it.
+read -r rediscover_pid first_pong_ms < <(python3 - "$bin" "$rediscover_port" <<'EOF'
+import os, socket, subprocess, sys, time
+bin, port = sys.argv[1], int(sys.argv[2])
+env = dict(os.environ, RUST_LOG="warn")
+start = time.perf_counter()
+proc = subprocess.Popen([bin, "--listen", f"127.0.0.1:{port}", "--max-clients", "100000"], env=env,
+                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        start_new_session=True)
+while True:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(16) == b"+PONG\r\n":
+                break
+    except OSError:
+        if time.perf_counter() - start > 10:
+            sys.exit("rediscover did not answer PING within 10 s")
+        time.sleep(0.0005)
+print(proc.pid, f"{(time.perf_counter() - start) * 1000:.1f}")
+EOF
+)
+pids+=("$rediscover_pid")
+
+until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
+answer=$(redis-cli -e -p "$rediscover_port" DISCOVER "$container")
+redis-cli -p "$redis_port" SET announce "$answer" >/dev/null
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+idle_redis=$(rss_kib "$redis_pid")
+idle_rediscover=$(rss_kib "$rediscover_pid")
+info_field() { redis-cli -p "$rediscover_port" INFO docker | tr -d '\r' | awk -F: -v f="$1" '$1 == f {print $2}'; }
+hits_before=$(info_field table_hits)
+misses_before=$(info_field table_misses)
+
+printf 'container %s answers %s\n\n' "$container" "$answer"
+printf '%-26s %-10s %12s %12s %7s %9s %9s %9s %9s\n' test load "redis rps" "rediscover" ratio \
+  "redis p50" "p50" "redis p99" "p99"
+
+# One redis-benchmark run: prints "rps p50 p99".
+measure() {
+  local port=$1 clients=$2 pipeline=$3 n=$4
+  shift 4
+  redis-benchmark -p "$port" -c "$clients" -P "$pipeline" -n "$n" --csv "$@" 2>/dev/null \
+    | awk -F, 'NR == 2 { gsub(/"/, ""); print $2, $5, $7 }'
+}
+
+row() {
+  local name=$1 clients=$2 pipeline=$3 redis_args=$4 ours_args=$5 n=$requests
+  [ "$clients" -gt 1 ] || n=$((requests / 10))
+  read -r r_rps r_p50 r_p99 < <(eval measure "$redis_port" "$clients" "$pipeline" "$n" "$redis_args")
+  read -r o_rps o_p50 o_p99 < <(eval measure "$rediscover_port" "$clients" "$pipeline" "$n" "$ours_args")
+  printf '%-26s %-10s %12s %12s %7s %9s %9s %9s %9s\n' "$name" "-c$clients -P$pipeline" "$r_rps" "$o_rps" \
+    "$(awk -v a="$o_rps" -v b="$r_rps" 'BEGIN { printf "%.2f", a / b }')" "$r_p50" "$o_p50" "$r_p99" "$o_p99"
+}
+
+for load in "50 1" "50 16" "1 1"; do
+  set -- $load
+  row "PING inline" "$1" "$2" "-t ping_inline" "-t ping_inline"
+  row "PING multibulk" "$1" "$2" "-t ping_mbulk" "-t ping_mbulk"
+  row "DISCOVER vs GET" "$1" "$2" "GET announce" "DISCOVER $container"
+done
+hits_after=$(info_field table_hits)
+misses_after=$(info_field table_misses)
+
+# Idle connections: open them to each server, then read the resident set.
+with_idle() {
+  python3 - "$1" "$2" "$idle_conns" <<'EOF'
+import socket, sys, time
+pid, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def rss():
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+before = rss()
+conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+conns[-1].sendall(b"PING\r\n")
+assert conns[-1].recv(16) == b"+PONG\r\n", "the last connection is served"
+time.sleep(1)
+after = rss()
+print(after, (after - before) * 1024 // n)
+EOF
+}
+read -r conns_redis per_conn_redis < <(with_idle "$redis_pid" "$redis_port")
+read -r conns_rediscover per_conn_rediscover < <(with_idle "$rediscover_pid" "$rediscover_port")
+
+# Cold lookups: a DISCOVER that must ask Docker (a name it has never seen), against one raw inspect.
+cold=$(python3 - "$rediscover_port" <<'EOF'
+import socket, sys, time
+port = int(sys.argv[1])
+s = socket.create_connection(("127.0.0.1", port))
+times = []
+for i in range(50):
+    start = time.perf_counter()
+    s.sendall(f"DISCOVER bench-missing-{i}\r\n".encode())
+    reply = s.recv(256)
+    times.append(time.perf_counter() - start)
+    assert reply.startswith(b"-NOCONTAINER"), reply
+times.sort()
+print(f"{times[len(times) // 2] * 1000:.2f}")
+EOF
+)
+inspect=$(for _ in $(seq 50); do
+  curl -s -o /dev/null -w '%{time_total}\n' --unix-socket "$socket" "http://localhost/containers/$container/json"
+done | sort -n | awk '{ t[NR] = $1 } END { printf "%.2f", t[int((NR + 1) / 2)] * 1000 }')
+
+echo
+printf '%-44s %14s %14s\n' "" redis-server rediscover
+printf '%-44s %14s %14s\n' "idle RSS (KiB)" "$idle_redis" "$idle_rediscover"
+printf '%-44s %14s %14s\n' "RSS with $idle_conns idle connections (KiB)" "$conns_redis" "$conns_rediscover"
+printf '%-44s %14s %14s\n' "bytes per idle connection" "$per_conn_redis" "$per_conn_rediscover"
+printf '%-44s %14s %14s\n' "start to first PONG (ms)" "-" "$first_pong_ms"
+printf '%-44s %14s %14s\n' "cold DISCOVER, p50 of 50 (ms)" "-" "$cold"
+printf '%-44s %14s %14s\n' "raw Docker inspect by curl, p50 of 50 (ms)" "$inspect" "-"
+printf '%-44s %14s %14s\n' "warm DISCOVERs answered from the table" "-" "$((hits_after - hits_before))"
+printf '%-44s %14s %14s\n' "warm DISCOVERs that asked Docker" "-" "$((misses_after - misses_before))"
