@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Runs the Redis Cluster of compose/docker-compose.yml:
+#   compose/cluster.sh up N      start discover, N Redis nodes and the manager; wait until cluster_state:ok
+#   compose/cluster.sh scale N   grow to N nodes; the manager adds them; wait until cluster_state:ok
+#   compose/cluster.sh status    cluster info and cluster nodes, as a node sees them
+#   compose/cluster.sh down      remove the containers, networks, volumes and built images of the project
+# Environment: COMPOSE_PROJECT_NAME (rediscover), DISCOVER_PORT (7379), REDIS_IMAGE (redis:7),
+# RUST_IMAGE (rust:1-alpine), CLUSTER_NODE_TIMEOUT (5000 ms), WAIT_SECONDS (300), PULL_SECONDS (600),
+# OFFLINE=1 to use the images of compose/offline-images.sh without trying a registry.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-rediscover}
+wait_seconds=${WAIT_SECONDS:-300}
+# A registry out of reach fails at once; a real download may take a while.
+pull_seconds=${PULL_SECONDS:-600}
+offline_redis_image=${OFFLINE_REDIS_IMAGE:-rediscover-offline/redis:7-bookworm}
+
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+
+if docker compose version >/dev/null 2>&1; then
+  compose_cmd=(docker compose)
+elif command -v docker-compose >/dev/null; then
+  compose_cmd=(docker-compose)
+else
+  die "neither 'docker compose' nor docker-compose is installed: install one of them"
+fi
+compose() { "${compose_cmd[@]}" -f "$here/docker-compose.yml" -p "$COMPOSE_PROJECT_NAME" "$@"; }
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+pull() { [ "${OFFLINE:-0}" != 1 ] && timeout "$pull_seconds" docker pull -q "$1" >/dev/null 2>&1; }
+
+# Picks the images, first found wins. Redis: REDIS_IMAGE here; the local stand-in here; REDIS_IMAGE pulled; the
+# stand-in built by compose/offline-images.sh. rediscover: built in RUST_IMAGE when that is here (or, before
+# any prebuilt binary exists, can be pulled); else the binary built on this host, in Dockerfile.prebuilt.
+# With "fresh", that binary is rebuilt when the sources changed.
+choose_images() {
+  local redis=${REDIS_IMAGE:-redis:7} rust=${RUST_IMAGE:-rust:1-alpine} fresh=${1:-}
+  if have_image "$redis"; then
+    export REDIS_IMAGE=$redis
+  elif [ -z "${REDIS_IMAGE:-}" ] && have_image "$offline_redis_image"; then
+    export REDIS_IMAGE=$offline_redis_image
+  elif pull "$redis"; then
+    export REDIS_IMAGE=$redis
+  elif [ -z "${REDIS_IMAGE:-}" ]; then
+    echo "cluster.sh: $redis cannot be pulled: building $offline_redis_image" >&2
+    "$here/offline-images.sh" >/dev/null || die "offline-images.sh failed: see its message above"
+    export REDIS_IMAGE=$offline_redis_image
+  else
+    die "REDIS_IMAGE=$redis is neither here nor pullable: pull it, or unset REDIS_IMAGE to build a local one"
+  fi
+  if have_image "$rust" || { [ ! -e "$here/discover/rediscover" ] && pull "$rust"; }; then
+    export RUST_IMAGE=$rust DISCOVER_CONTEXT=.. DISCOVER_DOCKERFILE=compose/discover/Dockerfile
+  else
+    if [ "$fresh" = fresh ] || [ ! -e "$here/discover/rediscover" ]; then
+      # Builds (when stale) and copies the static binary for Dockerfile.prebuilt.
+      "$here/offline-images.sh" >/dev/null || die "offline-images.sh failed: see its message above"
+    fi
+    export DISCOVER_CONTEXT=./discover DISCOVER_DOCKERFILE=Dockerfile.prebuilt
+  fi
+}
+
+count_nodes() { compose ps -q redis | grep -c . || true; }
+
+# True when N nodes run, each reports cluster_state:ok and knows N nodes, and redis-cli finds no open slot and
+# nothing to rebalance (the manager has finished).
+cluster_ok() {
+  local n=$1 ids id info
+  ids=$(compose ps -q redis) || return 1
+  [ "$(echo "$ids" | grep -c .)" = "$n" ] || return 1
+  for id in $ids; do
+    info=$(docker exec "$id" redis-cli cluster info 2>/dev/null | tr -d '\r') || return 1
+    grep -qx cluster_state:ok <<<"$info" || return 1
+    grep -qx "cluster_known_nodes:$n" <<<"$info" || return 1
+  done
+  docker exec "$id" redis-cli --cluster check 127.0.0.1:6379 >/dev/null 2>&1 || return 1
+  docker exec "$id" redis-cli --cluster rebalance 127.0.0.1:6379 --cluster-use-empty-masters --cluster-simulate \
+    2>/dev/null | grep -q 'No rebalancing needed'
+}
+
+# Waits for cluster_ok and says how long it took since the command began and since the containers started.
+await_cluster() {
+  local n=$1 began=$2 started=$3
+  until cluster_ok "$n"; do
+    [ $((SECONDS - started)) -lt "$wait_seconds" ] \
+      || die "no cluster_state:ok on $n nodes after ${wait_seconds}s: see '$0 status' and '${compose_cmd[*]} -p $COMPOSE_PROJECT_NAME logs manager'"
+    sleep 1
+  done
+  echo "cluster of $n nodes ok: $((SECONDS - started))s after docker compose up, $((SECONDS - began))s in all"
+}
+
+size_arg() {
+  [[ ${1:-} =~ ^[0-9]+$ ]] && [ "$1" -ge 3 ] || die "'$cmd' needs a node count of 3 or more, e.g. '$0 $cmd 6'"
+}
+
+cmd=${1:-}
+case $cmd in
+  up)
+    size_arg "${2:-}"
+    began=$SECONDS
+    choose_images fresh
+    export CLUSTER_SIZE=$2
+    compose build >&2 || die "docker compose build failed: see its messages above"
+    started=$SECONDS
+    compose up -d --scale "redis=$2" >&2 || die "docker compose up failed: see its messages above"
+    await_cluster "$2" "$began" "$started"
+    ;;
+  scale)
+    size_arg "${2:-}"
+    began=$SECONDS
+    now=$(count_nodes)
+    [ "$2" -ge "$now" ] || die "$now nodes run and shrinking is not supported: move the slots off nodes with redis-cli --cluster reshard/del-node, or '$0 down'"
+    choose_images
+    compose up -d --no-recreate --scale "redis=$2" >&2 || die "docker compose up failed: see its messages above"
+    await_cluster "$2" "$began" "$began"
+    ;;
+  status)
+    id=$(compose ps -q redis | head -n 1)
+    [ -n "$id" ] || die "no Redis node of project $COMPOSE_PROJECT_NAME runs: start one with '$0 up 6'"
+    docker exec "$id" redis-cli cluster info | tr -d '\r'
+    docker exec "$id" redis-cli cluster nodes
+    ;;
+  down)
+    # A container that docker-compose v1 recreated has its predecessor's volume by name, which `down -v`
+    # keeps: note every volume first and remove what is left of them afterwards.
+    ids=$(docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")
+    volumes=
+    if [ -n "$ids" ]; then
+      # shellcheck disable=SC2086 # one argument per id
+      volumes=$(docker inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}' $ids)
+    fi
+    # Built images go too (a rebuild is quick); the base images stay.
+    compose down -v --rmi local --remove-orphans >&2 || die "docker compose down failed: see its messages above"
+    for v in $volumes; do
+      if docker volume inspect "$v" >/dev/null 2>&1; then
+        docker volume rm "$v" >/dev/null || die "cannot remove volume $v: see 'docker volume inspect $v'"
+      fi
+    done
+    ;;
+  *)
+    die "usage: $0 up N | scale N | status | down"
+    ;;
+esac

@@ -1,0 +1,38 @@
+# Shared by entrypoint.sh and manage.sh (sourced, POSIX sh): messages and the way to reach rediscover.
+
+say() { echo "${0##*/}: $*" >&2; }
+
+# The default gateway from /proc/net/route, whose Gateway column is hex with the first octet last;
+# no iproute2 needed. With rediscover on the host network, the gateway is the host.
+gateway() {
+  while read -r _iface dest gw _rest; do
+    [ "$dest" = 00000000 ] || continue
+    case $gw in
+      [0-9A-Fa-f][0-9A-Fa-f][0-9A-Fa-f][0-9A-Fa-f][0-9A-Fa-f][0-9A-Fa-f][0-9A-Fa-f][0-9A-Fa-f]) ;;
+      *) continue ;;
+    esac
+    o4=${gw%??????}
+    rest=${gw#??}
+    o3=${rest%????}
+    rest=${rest#??}
+    o2=${rest%??}
+    o1=${rest#??}
+    echo "$((0x$o1)).$((0x$o2)).$((0x$o3)).$((0x$o4))"
+    return 0
+  done </proc/net/route
+  return 1
+}
+
+# Sets DISCOVER_HOST (default: the gateway) and DISCOVER_PORT (default: 7379).
+find_discover() {
+  if [ -z "${DISCOVER_HOST:-}" ]; then
+    DISCOVER_HOST=$(gateway) \
+      || { say "no default route in /proc/net/route: set DISCOVER_HOST to rediscover's address"; exit 1; }
+  fi
+  DISCOVER_PORT=${DISCOVER_PORT:-7379}
+}
+
+# Asks rediscover; redis-cli -e makes an error reply a failure.
+ask_discover() {
+  redis-cli -e -h "$DISCOVER_HOST" -p "$DISCOVER_PORT" "$@"
+}

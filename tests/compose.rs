@@ -1,0 +1,457 @@
+//! compose/ end to end: a real cluster from `compose/cluster.sh`, used from the host with redis-cli, grown, failed
+//! over, restarted and removed; and how long `up` takes for 6 and 12 nodes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{docker_announce, run, run_ok};
+
+/// How long the cluster may take to settle after each step.
+const SETTLE: Duration = Duration::from_secs(120);
+/// Keys written from the host and read back after every step.
+const KEYS: usize = 1000;
+
+/// One cluster at a time: two would share the machine's cores and skew the timings they print.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One compose project of the test's own, removed with `cluster.sh down` when dropped.
+struct Project {
+    name: String,
+    discover_port: u16,
+    announce_ip: String,
+}
+
+impl Project {
+    fn new() -> Project {
+        let name = format!("rdtest{}x{}", std::process::id(), common::unique() % 1_000_000);
+        // Its own rediscover port, so that a cluster already running on this host is left alone; below the
+        // ephemeral range, where Docker picks the nodes' host ports.
+        let discover_port = (0..100)
+            .map(|i| 20_000 + ((common::unique() + i) % 10_000) as u16)
+            .find(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
+            .expect("a free port for rediscover between 20000 and 29999");
+        let announce_ip = rediscover::config::resolve_announce_ip(None, None)
+            .expect("this host has a default route (rediscover announces its address)")
+            .to_string();
+        Project { name, discover_port, announce_ip }
+    }
+
+    fn cluster_sh(&self, args: &[&str]) -> Output {
+        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/compose/cluster.sh"))
+            .args(args)
+            .env("COMPOSE_PROJECT_NAME", &self.name)
+            .env("DISCOVER_PORT", self.discover_port.to_string())
+            .env("WAIT_SECONDS", SETTLE.as_secs().to_string())
+            .output()
+            .expect("run compose/cluster.sh")
+    }
+
+    /// Runs cluster.sh, which must succeed; returns its last line and the wall time.
+    fn cluster_sh_ok(&self, args: &[&str]) -> (String, Duration) {
+        let start = Instant::now();
+        let out = self.cluster_sh(args);
+        let elapsed = start.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
+        assert!(
+            out.status.success(),
+            "cluster.sh {args:?} failed:\n{}\n{}\nmanager log:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            String::from_utf8_lossy(&out.stdout),
+            self.manager_log()
+        );
+        let last = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+        (last, elapsed)
+    }
+
+    fn manager_log(&self) -> String {
+        let ids = self.containers("manager", true);
+        ids.first()
+            .map(|id| {
+                let out = run("docker", &["logs", "--tail", "150", id]);
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+            })
+            .unwrap_or_default()
+    }
+
+    /// Container ids of a service, running ones only unless `all`.
+    fn containers(&self, service: &str, all: bool) -> Vec<String> {
+        let project = format!("label=com.docker.compose.project={}", self.name);
+        let service = format!("label=com.docker.compose.service={service}");
+        let mut args = vec!["ps", "-q", "--no-trunc", "--filter", &project, "--filter", &service];
+        if all {
+            args.push("-a");
+        }
+        run_ok("docker", &args).lines().map(str::to_string).collect()
+    }
+
+    /// The announce string of every running Redis node, as Docker publishes its ports.
+    fn expected_members(&self) -> BTreeSet<String> {
+        self.containers("redis", false).iter().map(|id| docker_announce(id, &self.announce_ip)).collect()
+    }
+
+    /// Whatever of the project is left: containers, networks, built images and the given volumes.
+    fn leftovers(&self, volumes: &[String]) -> Vec<String> {
+        let project = format!("label=com.docker.compose.project={}", self.name);
+        let mut left = run_ok("docker", &["ps", "-aq", "--filter", &project])
+            .lines()
+            .chain(run_ok("docker", &["network", "ls", "-q", "--filter", &project]).lines())
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+        left.extend(volumes.iter().filter(|v| run("docker", &["volume", "inspect", v]).status.success()).cloned());
+        // Images built for the project: <project>_<service> (docker-compose v1) or <project>-<service>.
+        let images = run_ok("docker", &["images", "--format", "{{.Repository}}"]);
+        left.extend(
+            images
+                .lines()
+                .filter(|r| r.strip_prefix(&self.name).is_some_and(|s| s.starts_with('_') || s.starts_with('-')))
+                .map(str::to_string),
+        );
+        left
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("manager log of {}:\n{}", self.name, self.manager_log());
+        }
+        let _ = self.cluster_sh(&["down"]);
+    }
+}
+
+/// redis-cli from the host; `stdin` lines are sent as commands, one reply a line comes back.
+fn redis_cli(args: &[&str], stdin: &str) -> String {
+    let mut child = Command::new("redis-cli")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("redis-cli is missing: apt-get install redis-tools (.ci/run does)");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let text = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(text.as_bytes());
+    });
+    let out = child.wait_with_output().expect("wait for redis-cli");
+    let _ = writer.join();
+    without_redirections(&out.stdout)
+}
+
+/// Output of redis-cli -c without the line it prints for each redirection it follows.
+fn without_redirections(stdout: &[u8]) -> String {
+    String::from_utf8_lossy(stdout)
+        .replace('\r', "")
+        .lines()
+        .filter(|l| !l.starts_with("-> Redirected"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// A command to one node, by its `ip:port@bus` or `ip:port`.
+fn node_cmd(addr: &str, args: &[&str]) -> String {
+    let addr = addr.split('@').next().unwrap_or(addr);
+    let (ip, port) = addr.rsplit_once(':').expect("an address is ip:port");
+    let mut all = vec!["-h", ip, "-p", port];
+    all.extend_from_slice(args);
+    without_redirections(&run("redis-cli", &all).stdout)
+}
+
+/// One line of CLUSTER NODES.
+#[derive(Debug, Clone)]
+struct NodeLine {
+    id: String,
+    addr: String,
+    flags: String,
+    master_id: String,
+    slots: usize,
+}
+
+impl NodeLine {
+    fn is_master(&self) -> bool {
+        self.flags.contains("master") && !self.flags.contains("fail")
+    }
+    fn is_replica(&self) -> bool {
+        self.flags.contains("slave") && !self.flags.contains("fail")
+    }
+}
+
+fn cluster_nodes(addr: &str) -> Vec<NodeLine> {
+    node_cmd(addr, &["cluster", "nodes"])
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() >= 8).then(|| NodeLine {
+                id: f[0].to_string(),
+                addr: f[1].split(',').next().unwrap_or_default().to_string(),
+                flags: f[2].to_string(),
+                master_id: f[3].to_string(),
+                slots: f[8..].len(),
+            })
+        })
+        .collect()
+}
+
+fn info_field(addr: &str, field: &str) -> Option<String> {
+    node_cmd(addr, &["cluster", "info"]).lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(str::to_string))
+}
+
+/// Polls `check` until it returns Ok, or panics with its last complaint after `SETTLE`.
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("{what}: still not so after {SETTLE:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// Every running node reports cluster_state:ok and knows `known` nodes, redis-cli --cluster check is clean and
+/// finds nothing to rebalance, every replica is in sync, and every node announces what Docker published for it.
+fn settled(project: &Project, known: usize) -> Result<Vec<NodeLine>, String> {
+    let members = project.expected_members();
+    let first = members.iter().next().ok_or("no Redis node runs")?.clone();
+    for m in &members {
+        let state = info_field(m, "cluster_state").unwrap_or_default();
+        let n = info_field(m, "cluster_known_nodes").unwrap_or_default();
+        if state != "ok" || n != known.to_string() {
+            return Err(format!("{m}: cluster_state {state:?}, known nodes {n:?}"));
+        }
+        let myself = cluster_nodes(m).into_iter().find(|l| l.flags.contains("myself"));
+        if myself.as_ref().map(|l| l.addr.as_str()) != Some(m.as_str()) {
+            return Err(format!("the node behind {m} announces {myself:?}"));
+        }
+    }
+    let check = run("redis-cli", &["--cluster", "check", first.split('@').next().unwrap_or_default()]);
+    if !check.status.success() {
+        return Err(format!("redis-cli --cluster check: {}", String::from_utf8_lossy(&check.stdout)));
+    }
+    let simulate = run(
+        "redis-cli",
+        &[
+            "--cluster",
+            "rebalance",
+            first.split('@').next().unwrap_or_default(),
+            "--cluster-use-empty-masters",
+            "--cluster-simulate",
+        ],
+    );
+    if !String::from_utf8_lossy(&simulate.stdout).contains("No rebalancing needed") {
+        return Err("slots are still being moved".to_string());
+    }
+    let nodes = cluster_nodes(&first);
+    for replica in nodes.iter().filter(|n| n.is_replica()) {
+        let link = node_cmd(&replica.addr, &["info", "replication"]);
+        if !link.lines().any(|l| l == "master_link_status:up") {
+            return Err(format!("replica {} is not in sync with its master", replica.addr));
+        }
+    }
+    let seen: BTreeSet<String> = nodes.iter().filter(|l| !l.flags.contains("fail")).map(|l| l.addr.clone()).collect();
+    if seen != members {
+        return Err(format!("cluster nodes {seen:?} but Docker publishes {members:?}"));
+    }
+    Ok(nodes)
+}
+
+/// Writes `KEYS` keys through one published port with redis-cli -c, which follows the redirections.
+fn write_keys(entry: &str, prefix: &str) {
+    let addr = entry.split('@').next().unwrap_or(entry);
+    let (ip, port) = addr.rsplit_once(':').expect("ip:port");
+    let commands: String = (0..KEYS).map(|i| format!("SET {prefix}{i} value-{i}\n")).collect();
+    let replies = redis_cli(&["-c", "-h", ip, "-p", port], &commands);
+    let ok = replies.lines().filter(|l| *l == "OK").count();
+    assert_eq!(ok, KEYS, "SET replies through {addr}: {}", replies.lines().take(5).collect::<Vec<_>>().join(" | "));
+}
+
+/// Reads the keys back through any node.
+fn read_keys(entry: &str, prefix: &str, count: usize) -> Result<(), String> {
+    let addr = entry.split('@').next().unwrap_or(entry);
+    let (ip, port) = addr.rsplit_once(':').expect("ip:port");
+    let commands: String = (0..count).map(|i| format!("GET {prefix}{i}\n")).collect();
+    let replies = redis_cli(&["-c", "-h", ip, "-p", port], &commands);
+    let got: Vec<&str> = replies.lines().collect();
+    let want: Vec<String> = (0..count).map(|i| format!("value-{i}")).collect();
+    if got.len() != count || got.iter().zip(&want).any(|(g, w)| g != w) {
+        let bad = got.iter().zip(&want).position(|(g, w)| g != w).unwrap_or(got.len());
+        return Err(format!("{} replies, first wrong at {prefix}{bad}: {:?}", got.len(), got.get(bad)));
+    }
+    Ok(())
+}
+
+fn masters_and_replicas(nodes: &[NodeLine]) -> (Vec<&NodeLine>, Vec<&NodeLine>) {
+    (nodes.iter().filter(|n| n.is_master() && n.slots > 0).collect(), nodes.iter().filter(|n| n.is_replica()).collect())
+}
+
+fn container_of(project: &Project, addr: &str) -> String {
+    project
+        .containers("redis", false)
+        .into_iter()
+        .find(|id| docker_announce(id, &project.announce_ip) == addr)
+        .unwrap_or_else(|| panic!("no running container publishes {addr}"))
+}
+
+fn started_at(id: &str) -> String {
+    run_ok("docker", &["inspect", "-f", "{{.State.StartedAt}}", id])
+}
+
+fn volumes_of(ids: &[String]) -> Vec<String> {
+    ids.iter()
+        .flat_map(|id| {
+            run_ok("docker", &["inspect", "-f", "{{range .Mounts}}{{if .Name}}{{.Name}} {{end}}{{end}}", id])
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn compose_cluster_forms_grows_fails_over_and_goes_away() {
+    let _serial = one_at_a_time();
+    let project = Project::new();
+
+    // 1. Six nodes: three masters, three replicas, each announcing the host address and its own ports.
+    let (line, took) = project.cluster_sh_ok(&["up", "6"]);
+    eprintln!("compose: up 6: {line}; {:.1} s wall time", took.as_secs_f64());
+    let nodes = eventually("3 masters and 3 replicas", || {
+        let nodes = settled(&project, 6)?;
+        let (masters, replicas) = masters_and_replicas(&nodes);
+        if masters.len() == 3 && replicas.len() == 3 {
+            Ok(nodes)
+        } else {
+            Err(format!("{} masters, {} replicas", masters.len(), replicas.len()))
+        }
+    });
+    assert!(nodes.iter().all(|n| n.addr.starts_with(&format!("{}:", project.announce_ip))));
+    let entry = nodes[0].addr.clone();
+
+    // 2. From the host, through the published ports: 1,000 keys over every master.
+    write_keys(&entry, "key:");
+    read_keys(&entry, "key:", KEYS).unwrap_or_else(|e| panic!("keys after up 6: {e}"));
+    let (masters, _) = masters_and_replicas(&nodes);
+    for m in masters {
+        let n: usize = node_cmd(&m.addr, &["dbsize"]).trim().parse().unwrap_or(0);
+        assert!(n > 0, "master {} holds no key", m.addr);
+    }
+
+    // 3. Nine nodes: the three new ones join, the first six keep running untouched.
+    let before: Vec<(String, String)> =
+        project.containers("redis", false).into_iter().map(|id| (started_at(&id), id)).collect();
+    let (line, took) = project.cluster_sh_ok(&["scale", "9"]);
+    eprintln!("compose: scale 9: {line}; {:.1} s wall time", took.as_secs_f64());
+    for (started, id) in &before {
+        assert_eq!(&started_at(id), started, "scale restarted {id}");
+    }
+    let nodes = eventually("slots on 4 masters or a replica for every master", || {
+        let nodes = settled(&project, 9)?;
+        let (masters, replicas) = masters_and_replicas(&nodes);
+        let empty = nodes.iter().filter(|n| n.is_master() && n.slots == 0).count();
+        let served: BTreeSet<&str> = replicas.iter().map(|r| r.master_id.as_str()).collect();
+        let every_master_served = masters.iter().all(|m| served.contains(m.id.as_str()));
+        if empty == 0 && (masters.len() >= 4 || every_master_served) {
+            Ok(nodes)
+        } else {
+            Err(format!("{} masters with slots, {empty} without, {} replicas", masters.len(), replicas.len()))
+        }
+    });
+    read_keys(&entry, "key:", KEYS).unwrap_or_else(|e| panic!("keys after scale 9: {e}"));
+
+    // 4. A master stops: its replica takes over, and acknowledged writes survive.
+    let (masters, replicas) = masters_and_replicas(&nodes);
+    let victim = masters
+        .iter()
+        .find(|m| replicas.iter().any(|r| r.master_id == m.id))
+        .map(|m| (*m).clone())
+        .expect("a master with a replica");
+    let heir = replicas.iter().find(|r| r.master_id == victim.id).map(|r| r.id.clone()).expect("its replica");
+    // Keys with one hash tag the victim serves, so that they all go to it and one WAIT covers them.
+    let tag = (0..1000)
+        .map(|n| format!("{{t{n}}}"))
+        .find(|t| !node_cmd(&victim.addr, &["GET", &format!("acked{t}:0")]).contains("MOVED"))
+        .expect("a hash tag the victim serves");
+    let acked: Vec<String> = (0..200).map(|i| format!("acked{tag}:{i}")).collect();
+    let mut commands: String = acked.iter().map(|k| format!("SET {k} value-of-{k}\n")).collect();
+    commands.push_str("WAIT 1 5000\n");
+    let (ip, port) = victim.addr.split('@').next().and_then(|a| a.rsplit_once(':')).expect("ip:port@bus");
+    let replies = redis_cli(&["-h", ip, "-p", port], &commands);
+    let replies: Vec<&str> = replies.lines().collect();
+    assert_eq!(replies.len(), acked.len() + 1, "{replies:?}");
+    assert!(replies[..acked.len()].iter().all(|r| *r == "OK"), "SET on {}: {replies:?}", victim.addr);
+    assert!(replies[acked.len()].parse::<u32>().unwrap_or(0) >= 1, "WAIT 1 5000: {}", replies[acked.len()]);
+    let victim_container = container_of(&project, &victim.addr);
+    run_ok("docker", &["stop", &victim_container]);
+    let survivor = nodes.iter().find(|n| n.id != victim.id).map(|n| n.addr.clone()).expect("another node");
+    eventually("the replica promoted and cluster_state:ok", || {
+        let state = info_field(&survivor, "cluster_state").unwrap_or_default();
+        let nodes = cluster_nodes(&survivor);
+        let promoted = nodes.iter().any(|n| n.id == heir && n.is_master() && n.slots > 0);
+        if state == "ok" && promoted {
+            Ok(())
+        } else {
+            Err(format!("cluster_state {state}, replica promoted: {promoted}"))
+        }
+    });
+    eventually("keys after the failover", || read_keys(&survivor, "key:", KEYS));
+    for k in &acked {
+        let got = node_cmd_c(&survivor, &["GET", k]);
+        assert_eq!(got.trim(), format!("value-of-{k}"), "acknowledged {k} after the failover");
+    }
+
+    // ... and comes back under whatever ports Docker gives it now, as a replica.
+    run_ok("docker", &["start", &victim_container]);
+    let back = docker_announce(&victim_container, &project.announce_ip);
+    eprintln!("compose: the stopped master was {} and is back at {back}", victim.addr);
+    let nodes = eventually("the old master back as a replica", || {
+        let nodes = settled(&project, 9)?;
+        match nodes.iter().find(|n| n.id == victim.id) {
+            Some(n) if n.addr == back && n.is_replica() => Ok(nodes),
+            other => Err(format!("the old master is {other:?}")),
+        }
+    });
+    assert!(nodes.iter().all(|n| !n.flags.contains("fail")), "{nodes:?}");
+    read_keys(&survivor, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the restart: {e}"));
+
+    // 5. Down leaves nothing of the project behind.
+    let volumes = volumes_of(&project.containers("redis", true));
+    assert!(volumes.len() >= 9, "each node has its own /data volume: {volumes:?}");
+    project.cluster_sh_ok(&["down"]);
+    assert_eq!(project.leftovers(&volumes), Vec::<String>::new(), "left behind by down");
+}
+
+#[test]
+fn compose_cluster_of_twelve_forms_in_bounded_time() {
+    let _serial = one_at_a_time();
+    let project = Project::new();
+    let (line, took) = project.cluster_sh_ok(&["up", "12"]);
+    eprintln!("compose: up 12: {line}; {:.1} s wall time", took.as_secs_f64());
+    eventually("6 masters and 6 replicas", || {
+        let nodes = settled(&project, 12)?;
+        let (masters, replicas) = masters_and_replicas(&nodes);
+        if masters.len() == 6 && replicas.len() == 6 {
+            Ok(())
+        } else {
+            Err(format!("{} masters, {} replicas", masters.len(), replicas.len()))
+        }
+    });
+    let volumes = volumes_of(&project.containers("redis", true));
+    project.cluster_sh_ok(&["down"]);
+    assert_eq!(project.leftovers(&volumes), Vec::<String>::new(), "left behind by down");
+}
+
+/// A command through one node with redirections followed.
+fn node_cmd_c(addr: &str, args: &[&str]) -> String {
+    let mut all = vec!["-c"];
+    all.extend_from_slice(args);
+    node_cmd(addr, &all)
+}
