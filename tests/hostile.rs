@@ -32,7 +32,8 @@ impl Bystander {
         let (s, m) = (stop.clone(), max_latency_us.clone());
         let task = tokio::spawn(async move {
             let (mut ok, mut bad) = (0u64, 0u64);
-            while !s.load(Ordering::Relaxed) {
+            // At least one round trip, however short the attack.
+            loop {
                 let started = Instant::now();
                 client.send(&resp(&[b"ECHO", b"still-here"])).await;
                 let got = client.read_exact_len(17).await;
@@ -41,6 +42,9 @@ impl Bystander {
                     ok += 1;
                 } else {
                     bad += 1;
+                }
+                if s.load(Ordering::Relaxed) {
+                    break;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
