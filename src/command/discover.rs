@@ -89,7 +89,7 @@ impl Discover {
         match result {
             Ok(announce) => {
                 tracing::info!(container = %query, answer = %announce, micros, "discover");
-                Reply::text(announce.to_string())
+                Reply::Announce(announce)
             }
             Err(e) => {
                 tracing::info!(container = %query, error = %e, micros, "discover");
