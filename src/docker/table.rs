@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 /// Length of the short id Docker uses as a container's default hostname.
 pub const SHORT_ID_LEN: usize = 12;
+/// Length of a full container id.
+pub const ID_LEN: usize = 64;
 
 /// One container as the port table holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,8 +87,8 @@ pub enum Found {
 #[derive(Debug, Default)]
 pub struct PortTable {
     by_id: HashMap<String, Arc<Container>>,
-    by_short_id: HashMap<String, Vec<String>>,
-    by_name: HashMap<String, String>,
+    by_short_id: HashMap<String, Vec<Arc<Container>>>,
+    by_name: HashMap<String, Arc<Container>>,
 }
 
 impl PortTable {
@@ -117,10 +119,11 @@ impl PortTable {
     /// Adds a container or replaces what the table knew of it.
     pub fn upsert(&mut self, container: Container) {
         self.remove(&container.id);
+        let container = Arc::new(container);
         let short = short_id(&container.id).to_string();
-        self.by_short_id.entry(short).or_default().push(container.id.clone());
-        self.by_name.insert(container.name.clone(), container.id.clone());
-        self.by_id.insert(container.id.clone(), Arc::new(container));
+        self.by_short_id.entry(short).or_default().push(container.clone());
+        self.by_name.insert(container.name.clone(), container.clone());
+        self.by_id.insert(container.id.clone(), container);
     }
 
     /// Forgets a container, by full id.
@@ -128,35 +131,38 @@ impl PortTable {
         let Some(old) = self.by_id.remove(id) else {
             return;
         };
-        if self.by_name.get(&old.name).is_some_and(|i| i == id) {
+        if self.by_name.get(&old.name).is_some_and(|c| c.id == id) {
             self.by_name.remove(&old.name);
         }
         let short = short_id(id);
-        if let Some(ids) = self.by_short_id.get_mut(short) {
-            ids.retain(|i| i != id);
-            if ids.is_empty() {
+        if let Some(same_prefix) = self.by_short_id.get_mut(short) {
+            same_prefix.retain(|c| c.id != id);
+            if same_prefix.is_empty() {
                 self.by_short_id.remove(short);
             }
         }
     }
 
-    /// Finds a container as Docker does: full id, then name, then unique id prefix.
+    /// Finds a container as Docker does: full id, then name, then unique id prefix. A lookup by hostname or
+    /// name hashes the query at most twice.
     pub fn find(&self, query: &str) -> Found {
-        if let Some(c) = self.by_id.get(query) {
-            return Found::One(c.clone());
+        if query.len() == ID_LEN {
+            if let Some(c) = self.by_id.get(query) {
+                return Found::One(c.clone());
+            }
         }
         let name = query.strip_prefix('/').unwrap_or(query);
-        if let Some(c) = self.by_name.get(name).and_then(|id| self.by_id.get(id)) {
+        if let Some(c) = self.by_name.get(name) {
             return Found::One(c.clone());
         }
         if query.len() == SHORT_ID_LEN {
             return match self.by_short_id.get(query).map(Vec::as_slice) {
-                Some([id]) => self.by_id.get(id).cloned().map_or(Found::None, Found::One),
+                Some([c]) => Found::One(c.clone()),
                 Some([_, _, ..]) => Found::Ambiguous,
                 _ => Found::None,
             };
         }
-        if query.is_empty() {
+        if query.is_empty() || query.len() > ID_LEN {
             return Found::None;
         }
         let mut hits = self.by_id.values().filter(|c| c.id.starts_with(query));
