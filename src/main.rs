@@ -69,6 +69,9 @@ struct Cli {
     /// Reply bytes held for one client before they must be written out (Redis: client-output-buffer-limit).
     #[arg(long, env = "REDISCOVER_MAX_OUTPUT", default_value_t = Config::default().max_output_bytes)]
     max_output: usize,
+    /// Runtime threads serving clients; 1 is a single event loop, as Redis has, and fastest on small hosts.
+    #[arg(long, env = "REDISCOVER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
     /// Log format.
     #[arg(long, env = "REDISCOVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -115,7 +118,10 @@ fn main() -> anyhow::Result<()> {
         max_output_bytes: cli.max_output,
         ..Config::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = match cli.threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n.into()).enable_all().build()?,
+    };
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(cli.listen)
             .await
