@@ -138,6 +138,9 @@ where
                 }
             };
             request_started = None;
+            // One unit of tokio's cooperative budget per request: a client that pipelines without pause yields
+            // the thread every so many requests, as Redis moves on after each client's batch.
+            tokio::task::consume_budget().await;
             let Some((reply, quit)) = execute(args, shared, session, shutdown).await else {
                 return Close::Shutdown;
             };
