@@ -15,7 +15,8 @@ use crate::protocol::{Protocol, Reply, RequestDecoder, RespCodec};
 use crate::server::Shared;
 
 /// Bytes asked of the socket per read: small while a client is idle, so idle clients cost little memory,
-/// doubling while reads fill the buffer, up to the largest chunk.
+/// doubling while reads fill the buffer, up to the largest chunk, and halving only when a read brings much less
+/// (so a pipeline a little larger than a chunk does not cost two reads per batch).
 const READ_CHUNK_IDLE: usize = 512;
 const READ_CHUNK_MAX: usize = 64 * 1024;
 
@@ -165,7 +166,7 @@ where
         } else {
             config.idle_timeout.map(|t| last_activity + t)
         };
-        if input.is_empty() && chunk == READ_CHUNK_IDLE && input.capacity() > READ_CHUNK_IDLE {
+        if input.is_empty() && input.capacity() > 2 * chunk {
             // A burst is over: give its buffer back rather than hold it while idle.
             input = BytesMut::new();
         }
@@ -189,7 +190,13 @@ where
             Ok(0) => return Close::Eof,
             Ok(n) => {
                 last_activity = tokio::time::Instant::now();
-                chunk = if n >= room { (chunk * 2).min(READ_CHUNK_MAX) } else { READ_CHUNK_IDLE };
+                chunk = if n >= room {
+                    (chunk * 2).min(READ_CHUNK_MAX)
+                } else if n < chunk / 8 {
+                    (chunk / 2).max(READ_CHUNK_IDLE)
+                } else {
+                    chunk
+                };
             }
             Err(e) => return Close::Io(e),
         }
