@@ -3,12 +3,10 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::TestServer;
-use rediscover::docker::Container;
+use common::{node, TestServer};
 use rediscover::Config;
 use tokio::io::AsyncWriteExt;
 
@@ -20,16 +18,6 @@ const NODE_2_EXTRA: &str = "127.0.0.1:30004@40004";
 const MEMBERS: [&str; 4] = [NODE_1, NODE_2, "127.0.0.1:30005@40005", "127.0.0.1:30006@40006"];
 /// How long one client run may take before the test fails.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(30);
-
-fn node(id: &str, name: &str, running: bool, ports: Vec<(u16, u16)>) -> Container {
-    Container {
-        id: id.into(),
-        name: name.into(),
-        labels: HashMap::from([("app".to_string(), "redis".to_string())]),
-        running,
-        ports,
-    }
-}
 
 /// A server whose table holds one container for each DISCOVER answer.
 async fn server() -> TestServer {

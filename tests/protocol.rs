@@ -3,23 +3,10 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::{resp, TestServer};
-use rediscover::docker::Container;
+use common::{node, resp, TestServer};
 use rediscover::Config;
 
 const ID: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
-
-fn node(id: &str, name: &str, running: bool, ports: Vec<(u16, u16)>) -> Container {
-    Container {
-        id: id.into(),
-        name: name.into(),
-        labels: HashMap::from([("app".to_string(), "redis".to_string())]),
-        running,
-        ports,
-    }
-}
 
 async fn server() -> TestServer {
     let containers = vec![

@@ -212,6 +212,17 @@ fn tempdir(tag: &str) -> String {
     dir.to_string_lossy().into_owned()
 }
 
+/// A container for an in-memory table, labelled `app=redis`, with (container port, host port) pairs.
+pub fn node(id: &str, name: &str, running: bool, ports: Vec<(u16, u16)>) -> Container {
+    Container {
+        id: id.into(),
+        name: name.into(),
+        labels: std::collections::HashMap::from([("app".to_string(), "redis".to_string())]),
+        running,
+        ports,
+    }
+}
+
 /// A number no other call in this process returns.
 pub fn unique() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
