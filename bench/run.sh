@@ -23,7 +23,7 @@ for tool in redis-server redis-benchmark redis-cli curl python3 docker; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing: apt-get install redis-server redis-tools curl"; exit 1; }
 done
 docker info >/dev/null 2>&1 || { echo "bench: the Docker engine does not answer: start dockerd"; exit 1; }
-ulimit -n $((idle_conns * 2 + 1024)) 2>/dev/null || { echo "bench: raise the open-file limit (ulimit -n)"; exit 1; }
+ulimit -n $((idle_conns + 1024)) 2>/dev/null || { echo "bench: raise the open-file limit (ulimit -n)"; exit 1; }
 
 cargo build --release -q
 bin=target/release/rediscover
