@@ -24,8 +24,12 @@ docker info >/dev/null 2>&1 || die "the Docker engine does not answer: start doc
 # The Redis base: Debian's packages in a minimal root file system, imported as an image.
 if ! docker image inspect "$image" >/dev/null 2>&1; then
   if [ ! -s "$tarball" ]; then
-    command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install debootstrap"
     [ "$(id -u)" = 0 ] || die "debootstrap needs root: rerun as root"
+    if ! command -v debootstrap >/dev/null; then
+      echo "offline-images.sh: installing debootstrap" >&2
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; } \
+        || die "debootstrap is missing and apt-get could not install it: install debootstrap and rerun"
+    fi
     mkdir -p "$cache" || die "cannot create $cache: set OFFLINE_CACHE to a writable directory"
     root=$(mktemp -d "$cache/rootfs.XXXXXX")
     trap 'rm -rf "$root"' EXIT
@@ -48,8 +52,8 @@ if ! docker image inspect "$image" >/dev/null 2>&1; then
 fi
 
 # The rediscover binary for compose/discover/Dockerfile.prebuilt (cargo does nothing when it is up to date).
-rustup target list --installed 2>/dev/null | grep -qx "$musl_target" \
-  || die "the Rust target $musl_target is missing: rustup target add $musl_target"
+rustup target list --installed 2>/dev/null | grep -qx "$musl_target" || rustup target add "$musl_target" >&2 \
+  || die "the Rust target $musl_target is missing and rustup could not add it: rustup target add $musl_target"
 cargo build --quiet --release --locked --target "$musl_target" \
   || die "cargo build --release --target $musl_target failed: fix the build and rerun"
 cp -f "target/$musl_target/release/rediscover" compose/discover/rediscover \
