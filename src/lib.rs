@@ -20,5 +20,5 @@ pub mod protocol;
 pub mod server;
 
 pub use config::Config;
-pub use docker::{DockerClient, Ports};
+pub use docker::{follow, DockerClient, Ports};
 pub use server::run;

@@ -126,10 +126,12 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(cli.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cli.listen))?;
-        let ports = Ports::new(DockerClient::new(docker_host, config.docker_timeout));
+        let ports = Ports::new(DockerClient::new(docker_host, config.docker_timeout), config.require_label.clone());
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        let follower = tokio::spawn(rediscover::docker::follow(ports.clone(), shutdown.clone()));
         rediscover::run(listener, ports, config, shutdown).await?;
+        let _ = follower.await;
         Ok(())
     })
 }

@@ -117,6 +117,7 @@ impl ServerStats {
 }
 
 /// Serves clients on `listener` until `shutdown`, then waits for open connections to send their last replies.
+/// The port table is kept current by whoever made it (see [`crate::docker::follow`]).
 pub async fn run(
     listener: TcpListener,
     ports: Arc<Ports>,
@@ -124,9 +125,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let local_addr = listener.local_addr()?;
-    let shared = Shared::new(config, ports.clone(), local_addr);
+    let shared = Shared::new(config, ports, local_addr);
     let tasks = TaskTracker::new();
-    tasks.spawn(ports.follow(shutdown.clone()));
     let permits = Arc::new(Semaphore::new(shared.config.max_clients));
     let mut backoff = ACCEPT_BACKOFF_FIRST;
     tracing::info!(listen = %local_addr, announce_ip = %shared.config.announce_ip, "rediscover is serving");

@@ -6,7 +6,8 @@ mod common;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::{node, TestServer};
+use common::{node, TestContainer, TestServer, TEST_LABEL};
+use rediscover::docker::Container;
 use rediscover::Config;
 use tokio::io::AsyncWriteExt;
 
@@ -19,17 +20,34 @@ const MEMBERS: [&str; 4] = [NODE_1, NODE_2, "127.0.0.1:30005@40005", "127.0.0.1:
 /// How long one client run may take before the test fails.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(30);
 
-/// A server whose table holds one container for each DISCOVER answer.
-async fn server() -> TestServer {
-    let containers = vec![
+/// One container for each DISCOVER answer the table gives.
+fn containers() -> Vec<Container> {
+    vec![
         node(ID, "node-1", true, vec![(6379, 30001), (16379, 40001)]),
         node("dddd000011112222", "node-2", true, vec![(6379, 30003), (16379, 40003), (7000, 30004), (17000, 40004)]),
         node("abab000011112222", "twin-a", true, vec![(6379, 30005), (16379, 40005)]),
         node("abab000033334444", "twin-b", true, vec![(6379, 30006), (16379, 40006)]),
-        node("ffff000011112222", "stopped", false, vec![]),
         node("eeee000011112222", "no-bus", true, vec![(6379, 30002)]),
-    ];
-    TestServer::in_memory(Config::default(), containers).await
+    ]
+}
+
+/// A server whose table holds [`containers`]; the real engine behind it shows none.
+async fn server() -> TestServer {
+    TestServer::in_memory(Config::default(), containers()).await
+}
+
+/// The same server, and a stopped container of the real engine that only this server sees.
+async fn server_with_stopped() -> (TestServer, TestContainer) {
+    let label = format!("{TEST_LABEL}.clients={}", common::unique());
+    let config = Config { require_label: Some(label.parse().expect("a label filter")), ..Config::default() };
+    let stopped = tokio::task::spawn_blocking(move || {
+        let c = TestContainer::start(&["--label", &label]);
+        common::run_ok("docker", &["stop", "-t", "0", &c.id]);
+        c
+    })
+    .await
+    .expect("join");
+    (TestServer::in_memory(config, containers()).await, stopped)
 }
 
 /// Runs a program to its end, feeding it `stdin`; fails the test when it cannot start or hangs.
@@ -92,7 +110,7 @@ async fn redis_cli_info_docker_shows_only_the_docker_section() {
     let info = redis_cli_ok(&s, &["INFO", "docker"]).await;
     let lines: Vec<&str> = info.lines().map(str::trim_end).collect();
     assert_eq!(lines.first(), Some(&"# Docker"), "{info}");
-    assert!(lines.contains(&"table_size:6"), "{info}");
+    assert!(lines.contains(&"table_size:5"), "{info}");
     assert!(lines.contains(&"table_fresh:1"), "{info}");
     assert!(lines.iter().all(|l| !l.starts_with("# ") || *l == "# Docker"), "{info}");
 }
@@ -112,7 +130,7 @@ async fn redis_cli_command_count_matches_command_list() {
 
 #[tokio::test]
 async fn redis_cli_exits_nonzero_on_an_error_reply_only_with_e() {
-    let s = server().await;
+    let (s, stopped) = server_with_stopped().await;
     let text = "NOCONTAINER no such container: 'nope'";
     let (code, out) = redis_cli(&s, &["-e", "DISCOVER", "nope"]).await;
     assert_ne!(code, 0, "-e makes an error reply fail: {out}");
@@ -121,9 +139,9 @@ async fn redis_cli_exits_nonzero_on_an_error_reply_only_with_e() {
     let (code, out) = redis_cli(&s, &["DISCOVER", "nope"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(text), "{out}");
-    let (code, out) = redis_cli(&s, &["-e", "DISCOVER", "stopped"]).await;
+    let (code, out) = redis_cli(&s, &["-e", "DISCOVER", &stopped.name]).await;
     assert_ne!(code, 0, "{out}");
-    assert!(out.contains("NOTRUNNING container 'stopped' is not running"), "{out}");
+    assert!(out.contains(&format!("NOTRUNNING container '{}' is not running", stopped.name)), "{out}");
     let (code, out) = redis_cli(&s, &["-e", "DISCOVER", "abab"]).await;
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("AMBIGUOUS"), "{out}");
@@ -180,13 +198,14 @@ async fn redis_cli_no_raw_quotes_strings_and_labels_errors_and_arrays() {
 
 #[tokio::test]
 async fn redis_py_passes_its_checks_over_resp2_and_resp3() {
-    let s = server().await;
+    let (s, stopped) = server_with_stopped().await;
     let absent = std::env::temp_dir().join(format!("rediscover-absent-{}", common::unique())).join("docker.sock");
     let down = TestServer::with_docker_host(Config::default(), &absent.to_string_lossy()).await;
     let expected = format!(
         r#"{{"discover": {{"node-1": "{NODE_1}", "{short}": "{NODE_1}", "{ID}": "{NODE_1}", "node-2": "{NODE_2}"}},
-            "errors": {{"nope": "NOCONTAINER", "stopped": "NOTRUNNING", "no-bus": "NOPORT", "abab": "AMBIGUOUS"}},
-            "members": [{members}], "table_size": 6, "down_port": {down_port}}}"#,
+            "errors": {{"nope": "NOCONTAINER", "{stopped}": "NOTRUNNING", "no-bus": "NOPORT", "abab": "AMBIGUOUS"}},
+            "members": [{members}], "table_size": 5, "down_port": {down_port}}}"#,
+        stopped = stopped.name,
         short = &ID[..12],
         members = MEMBERS.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", "),
         down_port = down.addr.port(),
@@ -234,7 +253,7 @@ async fn redis_crate_discovers_over_resp2_and_resp3() {
         let members: Vec<String> = redis::cmd("MEMBERS").query_async(&mut con).await.expect("MEMBERS");
         assert_eq!(members, MEMBERS);
         let info: String = redis::cmd("INFO").arg("docker").query_async(&mut con).await.expect("INFO docker");
-        assert!(info.contains("table_size:6"), "resp3={resp3}: {info}");
+        assert!(info.contains("table_size:5"), "resp3={resp3}: {info}");
     }
 }
 
@@ -257,12 +276,13 @@ async fn redis_crate_over_resp3_sees_a_hello_map() {
 
 #[tokio::test]
 async fn redis_crate_maps_discover_errors_to_their_codes() {
-    let s = server().await;
+    let (s, stopped) = server_with_stopped().await;
+    let not_running = format!("container '{}' is not running", stopped.name);
     for resp3 in [false, true] {
         let mut con = connect(&s, resp3).await;
         for (name, code, detail) in [
             ("nope", "NOCONTAINER", "no such container: 'nope'"),
-            ("stopped", "NOTRUNNING", "container 'stopped' is not running"),
+            (stopped.name.as_str(), "NOTRUNNING", not_running.as_str()),
             ("no-bus", "NOPORT", "container 'no-bus' does not publish port 16379/tcp"),
             ("abab", "AMBIGUOUS", "more than one container matches 'abab'; use a longer id or the name"),
         ] {

@@ -1,7 +1,5 @@
 //! DISCOVER: a container's announce address, `ip:port@bus`, from the host ports Docker published for it.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 
 use super::{arg_str, is_keyword, parse_int, CommandError};
@@ -23,7 +21,8 @@ pub struct Discover {
 /// Why a container has no announce address; each variant is one error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DiscoverError {
-    /// No container (that this server may show) has that name, id or prefix.
+    /// No container (that this server may show) has that name, id or prefix; one without the required label is
+    /// never seen, so it is answered the same.
     #[error("NOCONTAINER no such container: '{0}'")]
     NoContainer(String),
     /// Several containers share that id prefix.
@@ -82,17 +81,16 @@ impl Discover {
 
     /// Looks the container up and answers its announce address.
     pub async fn apply(self, shared: &Shared) -> Reply {
-        let started = Instant::now();
         let query = arg_str(&self.container);
         let result = self.resolve(shared, &query).await;
-        let micros = started.elapsed().as_micros() as u64;
+        // As Redis, nothing per request at the default level; the client's text is logged escaped.
         match result {
             Ok(announce) => {
-                tracing::info!(container = %query, answer = %announce, micros, "discover");
+                tracing::debug!(container = ?query, answer = %announce, "discover");
                 Reply::Announce(announce)
             }
             Err(e) => {
-                tracing::info!(container = %query, error = %e, micros, "discover");
+                tracing::debug!(container = ?query, error = %e, "discover");
                 e.reply()
             }
         }
@@ -101,25 +99,14 @@ impl Discover {
     async fn resolve(&self, shared: &Shared, query: &str) -> Result<Announce, DiscoverError> {
         let config = &shared.config;
         let found = shared.ports.find(query).await.map_err(|e| DiscoverError::from_docker(e, config.docker_timeout))?;
-        let container = visible(found, shared, query)?;
+        let quoted = || query.chars().take(64).collect::<String>();
+        let container = match found {
+            Found::One(c) if c.running => c,
+            Found::One(_) => return Err(DiscoverError::NotRunning(quoted())),
+            Found::Ambiguous => return Err(DiscoverError::Ambiguous(quoted())),
+            Found::None => return Err(DiscoverError::NoContainer(quoted())),
+        };
         announce(&container, shared, self.port, self.bus_port).map_err(|port| DiscoverError::NoPort(query.into(), port))
-    }
-}
-
-/// What a lookup found, as the client may see it: a container without the required label is answered as a
-/// missing one, so nothing about it leaks.
-fn visible(found: Found, shared: &Shared, query: &str) -> Result<std::sync::Arc<Container>, DiscoverError> {
-    let quoted = || query.chars().take(64).collect::<String>();
-    match found {
-        Found::One(c) if shared.config.require_label.as_ref().is_none_or(|l| c.has_label(l)) => {
-            if c.running {
-                Ok(c)
-            } else {
-                Err(DiscoverError::NotRunning(quoted()))
-            }
-        }
-        Found::Ambiguous => Err(DiscoverError::Ambiguous(quoted())),
-        _ => Err(DiscoverError::NoContainer(quoted())),
     }
 }
 

@@ -86,12 +86,13 @@ fn write_section(out: &mut String, section: &str, shared: &Shared) {
         }
         "docker" => {
             let client = ports.client();
-            line("docker_host", &client.map(|c| c.host().to_string()).unwrap_or_default());
-            line("docker_connected", &u8::from(client.is_some_and(|c| c.is_connected())));
-            line("docker_api_version", &client.and_then(|c| c.api_version()).unwrap_or_default());
+            line("docker_host", &client.host());
+            line("docker_connected", &u8::from(client.is_connected()));
+            line("docker_api_version", &client.api_version().unwrap_or_default());
             line("docker_last_error", &ports.last_error().unwrap_or_default());
             line("table_fresh", &u8::from(ports.is_fresh()));
             line("table_size", &ports.table_len());
+            line("table_changed", &ports.changed_len());
             line("table_hits", &ports.stats.hits.load(Ordering::Relaxed));
             line("table_misses", &ports.stats.misses.load(Ordering::Relaxed));
             line("docker_calls", &ports.stats.docker_calls.load(Ordering::Relaxed));

@@ -79,14 +79,12 @@ impl Members {
     }
 
     async fn snapshot(&self, shared: &Shared) -> Result<Vec<String>, DockerError> {
-        let required = shared.config.require_label.as_ref();
+        // The port table holds only containers with the required label, and lists only running ones.
         let mut members: Vec<String> = shared
             .ports
             .list()
             .await?
             .iter()
-            .filter(|c| c.running)
-            .filter(|c| required.is_none_or(|l| c.has_label(l)))
             .filter(|c| self.label.as_ref().is_none_or(|l| c.has_label(l)))
             .filter_map(|c| announce(c, shared, None, None).ok())
             .map(|a| a.to_string())

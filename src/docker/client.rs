@@ -12,7 +12,7 @@ use bollard::Docker;
 use futures_util::{Stream, StreamExt};
 
 use super::lock;
-use super::table::Container;
+use super::table::{Container, LabelFilter};
 
 /// What can go wrong when asking Docker.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,42 +77,49 @@ impl DockerClient {
         lock(&self.conn).is_some()
     }
 
-    /// Reads one container by full id, unique id prefix or name; `None` when Docker has no such container.
-    pub async fn inspect(&self, query: &str) -> Result<Option<Container>, DockerError> {
+    /// Reads one container by its full id (as an event names it); `None` when Docker has no such container.
+    pub async fn inspect(&self, id: &str) -> Result<Option<Container>, DockerError> {
         let docker = self.docker().await?;
         let options = InspectContainerOptions { size: false };
-        match self.call(docker.inspect_container(query, Some(options))).await {
+        match self.call(docker.inspect_container(id, Some(options))).await {
             Ok(r) => Ok(from_inspect(r)),
             Err(DockerError::Api(msg)) if msg.starts_with("404") => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Lists every container, running or not.
-    pub async fn list(&self) -> Result<Vec<Container>, DockerError> {
+    /// Lists every container, running or not, that carries `label` (all of them without one): Docker filters,
+    /// so a container without the label is never seen.
+    pub async fn list(&self, label: Option<&LabelFilter>) -> Result<Vec<Container>, DockerError> {
         let docker = self.docker().await?;
-        let options = ListContainersOptions { all: true, ..Default::default() };
+        let filters = label.map(|l| HashMap::from([("label".to_string(), vec![l.to_string()])]));
+        let options = ListContainersOptions { all: true, filters, ..Default::default() };
         let list = self.call(docker.list_containers(Some(options))).await?;
         Ok(list.into_iter().filter_map(from_summary).collect())
     }
 
-    /// Follows container events from `since` (seconds since the epoch) on.
+    /// Follows the events of containers that carry `label` (all without one), from `since` on.
     pub async fn events(
         &self,
         since: SystemTime,
+        label: Option<&LabelFilter>,
     ) -> Result<impl Stream<Item = Result<ContainerEvent, DockerError>> + Unpin, DockerError> {
         let docker = self.docker().await?;
         let since = since.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let filters = HashMap::from([
+        let mut filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
             ("event".to_string(), WATCHED_EVENTS.iter().map(|e| e.to_string()).collect()),
         ]);
+        if let Some(label) = label {
+            filters.insert("label".to_string(), vec![label.to_string()]);
+        }
+        let timeout = self.timeout;
         let options = EventsOptions {
             since: Some(format!("{}.{:09}", since.as_secs(), since.subsec_nanos())),
             until: None,
             filters: Some(filters),
         };
-        let stream = docker.events(Some(options)).filter_map(|item| async move {
+        let stream = docker.events(Some(options)).filter_map(move |item| async move {
             match item {
                 Ok(msg) => {
                     let id = msg.actor.and_then(|a| a.id)?;
@@ -122,7 +129,7 @@ impl DockerClient {
                         _ => ContainerEvent::Changed(id),
                     }))
                 }
-                Err(e) => Some(Err(classify(e))),
+                Err(e) => Some(Err(classify(e, timeout))),
             }
         });
         Ok(Box::pin(stream))
@@ -141,7 +148,7 @@ impl DockerClient {
         // Debian's engine speaks an older API than bollard's default.
         let docker = match tokio::time::timeout(self.timeout, docker.negotiate_version()).await {
             Ok(Ok(d)) => d,
-            Ok(Err(e)) => return Err(classify(e)),
+            Ok(Err(e)) => return Err(classify(e, self.timeout)),
             Err(_) => return Err(DockerError::Timeout(self.timeout)),
         };
         *lock(&self.api_version) = Some(docker.client_version().to_string());
@@ -151,7 +158,7 @@ impl DockerClient {
 
     async fn call<T>(&self, fut: impl Future<Output = Result<T, BollardError>>) -> Result<T, DockerError> {
         let result = match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r.map_err(classify),
+            Ok(r) => r.map_err(|e| classify(e, self.timeout)),
             Err(_) => Err(DockerError::Timeout(self.timeout)),
         };
         if matches!(result, Err(DockerError::Unreachable(_) | DockerError::Timeout(_))) {
@@ -169,15 +176,16 @@ fn connect(host: &str, timeout: Duration) -> Result<Docker, DockerError> {
     } else {
         Docker::connect_with_unix(host, secs, version)
     };
-    result.map_err(classify)
+    result.map_err(|e| classify(e, timeout))
 }
 
-fn classify(e: BollardError) -> DockerError {
+/// Sorts bollard's errors into ours; `timeout` is the limit a request that timed out was given.
+fn classify(e: BollardError, timeout: Duration) -> DockerError {
     match e {
         BollardError::DockerResponseServerError { status_code, message } => {
             DockerError::Api(format!("{status_code} {}", one_line(&message)))
         }
-        BollardError::RequestTimeoutError => DockerError::Timeout(Duration::ZERO),
+        BollardError::RequestTimeoutError => DockerError::Timeout(timeout),
         BollardError::SocketNotFoundError(path) => DockerError::Unreachable(format!("no socket at {path}")),
         other => DockerError::Unreachable(one_line(&other.to_string())),
     }
@@ -263,7 +271,10 @@ mod tests {
 
     #[test]
     fn server_errors_keep_their_status_on_one_line() {
-        let e = classify(BollardError::DockerResponseServerError { status_code: 500, message: "boom\nagain".into() });
+        let e = classify(
+            BollardError::DockerResponseServerError { status_code: 500, message: "boom\nagain".into() },
+            Duration::from_secs(1),
+        );
         assert_eq!(e, DockerError::Api("500 boom again".into()));
     }
 }

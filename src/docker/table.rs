@@ -1,4 +1,5 @@
-//! The port table: what rediscover knows of each container, and how a name, id or id prefix finds one.
+//! The port table: what rediscover knows of each container, which entries an event made uncertain, and how a
+//! name, id or id prefix finds one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -83,12 +84,17 @@ pub enum Found {
     Ambiguous,
 }
 
-/// Every known container, indexed by full id, short id and name.
+/// Every known container, indexed by full id, short id and name, and which of them changed since they were
+/// last read.
 #[derive(Debug, Default)]
 pub struct PortTable {
     by_id: HashMap<String, Arc<Container>>,
     by_short_id: HashMap<String, Vec<Arc<Container>>>,
     by_name: HashMap<String, Arc<Container>>,
+    /// Containers an event said changed (started, renamed, ...), with that event's number: what the table holds
+    /// of them is not to be trusted until a read issued after that event settles them.
+    changed: HashMap<String, u64>,
+    events: u64,
 }
 
 impl PortTable {
@@ -111,9 +117,59 @@ impl PortTable {
         self.by_id.is_empty()
     }
 
+    /// How many containers wait to be read again after an event.
+    pub fn changed_len(&self) -> usize {
+        self.changed.len()
+    }
+
     /// Every container, in no particular order.
     pub fn containers(&self) -> impl Iterator<Item = &Arc<Container>> {
         self.by_id.values()
+    }
+
+    /// Running containers whose ports are known to be current: no event has changed them since they were read.
+    pub fn running(&self) -> impl Iterator<Item = &Arc<Container>> {
+        self.by_id.values().filter(|c| self.is_running(c))
+    }
+
+    /// True when this container runs and its ports were read after its last event.
+    pub fn is_running(&self, container: &Container) -> bool {
+        container.running && !self.changed.contains_key(&container.id)
+    }
+
+    /// An event said this container changed: until it is read again, its ports are not answered. Returns the
+    /// event's number, which the read must bring back to [`PortTable::settle`].
+    pub fn mark_changed(&mut self, id: &str) -> u64 {
+        self.events += 1;
+        self.changed.insert(id.to_string(), self.events);
+        self.events
+    }
+
+    /// The event number a container waits to be read for, if any.
+    pub fn changed_since(&self, id: &str) -> Option<u64> {
+        self.changed.get(id).copied()
+    }
+
+    /// Applies a read that was issued after event `event`: `None` means Docker has no such container. A read
+    /// overtaken by a later event (or by a `die`, or a resync) is dropped, since it may predate that event.
+    pub fn settle(&mut self, id: &str, event: u64, read: Option<Container>) -> bool {
+        if self.changed.get(id) != Some(&event) {
+            return false;
+        }
+        match read {
+            Some(container) => self.upsert(container),
+            None => self.remove(id),
+        }
+        true
+    }
+
+    /// The container's process exited: it publishes no ports until it starts again.
+    pub fn mark_stopped(&mut self, id: &str) {
+        self.changed.remove(id);
+        if let Some(c) = self.by_id.get(id) {
+            let stopped = Container { running: false, ports: Vec::new(), ..(**c).clone() };
+            self.upsert(stopped);
+        }
     }
 
     /// Adds a container or replaces what the table knew of it.
@@ -128,6 +184,7 @@ impl PortTable {
 
     /// Forgets a container, by full id.
     pub fn remove(&mut self, id: &str) {
+        self.changed.remove(id);
         let Some(old) = self.by_id.remove(id) else {
             return;
         };
@@ -221,6 +278,29 @@ mod tests {
         let mut t = PortTable::from_containers([container("1234", "old")]);
         t.upsert(container("1234", "new"));
         assert_eq!(t.find("old"), Found::None);
+        assert!(matches!(t.find("new"), Found::One(_)));
+    }
+
+    #[test]
+    fn a_changed_container_is_hidden_until_a_read_issued_after_the_change_settles_it() {
+        let mut t = PortTable::from_containers([container("1234", "n")]);
+        let running = |t: &PortTable| t.running().count();
+        assert_eq!(running(&t), 1);
+        let first = t.mark_changed("1234");
+        assert_eq!(running(&t), 0, "a started or renamed container waits for its read");
+        let second = t.mark_changed("1234");
+        let stale = Container { ports: vec![(6379, 1), (16379, 2)], ..container("1234", "n") };
+        assert!(!t.settle("1234", first, Some(stale)), "a read issued before the last event is dropped");
+        assert_eq!(running(&t), 0);
+        assert!(t.settle("1234", second, Some(container("1234", "n"))));
+        assert_eq!(running(&t), 1);
+        assert_eq!(t.changed_len(), 0);
+        let third = t.mark_changed("1234");
+        t.mark_stopped("1234");
+        assert!(!t.settle("1234", third, Some(container("1234", "n"))), "a die overtakes the read");
+        assert!(matches!(t.find("n"), Found::One(c) if !c.running && c.ports.is_empty()));
+        let fourth = t.mark_changed("5678");
+        assert!(t.settle("5678", fourth, Some(container("5678", "new"))), "a container the table did not know");
         assert!(matches!(t.find("new"), Found::One(_)));
     }
 

@@ -30,20 +30,36 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// A server on 127.0.0.1:0 with this config, backed by the real Docker engine.
+    /// A server on 127.0.0.1:0 with this config, its port table following the real Docker engine, as
+    /// `rediscover` runs.
     pub async fn with_docker(config: Config) -> TestServer {
         Self::with_docker_host(config, DOCKER_SOCKET).await
     }
 
-    /// A server backed by Docker at `host` (which need not exist yet).
+    /// A server whose port table follows Docker at `host` (which need not exist yet).
     pub async fn with_docker_host(config: Config, host: &str) -> TestServer {
-        let ports = Ports::new(DockerClient::new(host, config.docker_timeout));
-        Self::start(config, ports).await
+        let ports = Ports::new(DockerClient::new(host, config.docker_timeout), config.require_label.clone());
+        Self::start(config, ports, true).await
     }
 
-    /// A server backed by a fixed table and no Docker.
+    /// A server on the real Docker engine whose table follows nothing: every lookup asks Docker, as a lookup
+    /// does while the table is stale.
+    pub async fn cold(config: Config) -> TestServer {
+        let ports = Ports::new(DockerClient::new(DOCKER_SOCKET, config.docker_timeout), config.require_label.clone());
+        Self::start(config, ports, false).await
+    }
+
+    /// A server whose table holds these containers, installed as a resync installs Docker's list. What the
+    /// table cannot answer goes to the real engine, which shows only containers with the config's required
+    /// label, or, without one, a label no container carries.
     pub async fn in_memory(config: Config, containers: Vec<Container>) -> TestServer {
-        Self::start(config, Ports::in_memory(containers)).await
+        let label = config
+            .require_label
+            .clone()
+            .unwrap_or_else(|| format!("{TEST_LABEL}.nobody={}", unique()).parse().expect("a label filter"));
+        let ports = Ports::new(DockerClient::new(DOCKER_SOCKET, config.docker_timeout), Some(label));
+        ports.install(containers);
+        Self::start(config, ports, false).await
     }
 
     /// A server with default settings and an empty table.
@@ -51,10 +67,13 @@ impl TestServer {
         Self::in_memory(Config::default(), Vec::new()).await
     }
 
-    async fn start(config: Config, ports: Arc<Ports>) -> TestServer {
+    async fn start(config: Config, ports: Arc<Ports>, follow: bool) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
         let addr = listener.local_addr().expect("a bound listener has an address");
         let shutdown = CancellationToken::new();
+        if follow {
+            tokio::spawn(rediscover::follow(ports.clone(), shutdown.clone()));
+        }
         let task = tokio::spawn(rediscover::run(listener, ports.clone(), config, shutdown.clone()));
         TestServer { addr, ports, shutdown, task: Some(task) }
     }
@@ -302,7 +321,8 @@ impl ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rediscover"))
             .args(["--listen", "127.0.0.1:0", "--announce-ip", "127.0.0.1"])
             .args(extra)
-            .env("RUST_LOG", "info")
+            // As users run it: the default log level.
+            .env_remove("RUST_LOG")
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("start the rediscover binary");

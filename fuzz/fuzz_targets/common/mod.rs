@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use redis_protocol::{resp2, resp3};
 use rediscover::docker::Container;
 use rediscover::server::Shared;
-use rediscover::{Config, Ports};
+use rediscover::{Config, DockerClient, Ports};
 use tokio::runtime::Runtime;
 
 /// Server state over three containers: one complete, one sharing its id prefix without a bus port, one stopped.
@@ -20,7 +20,9 @@ pub fn shared(config: Config) -> Arc<Shared> {
         running,
         ports: ports.to_vec(),
     };
-    let ports = Ports::in_memory([
+    // No Docker engine answers behind the table: what it cannot answer gets DOCKERDOWN at once.
+    let ports = Ports::new(DockerClient::new("/nonexistent/docker.sock", config.docker_timeout), None);
+    ports.install(vec![
         container("0123456789ab", "redis-1", true, &[(6379, 32768), (16379, 32769)]),
         container("0123456789ac", "redis-2", true, &[(6379, 32770)]),
         container("fedcba987654", "stopped", false, &[]),

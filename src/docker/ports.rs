@@ -1,0 +1,207 @@
+//! `Ports`: the port table's holder. A lookup trusts the table only for what it knows to be current, a
+//! running container read after its last event; everything else asks Docker.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::watch;
+
+use super::client::{ContainerEvent, DockerClient, DockerError};
+use super::misses::Misses;
+use super::stats::PortStats;
+use super::table::{Container, Found, LabelFilter, PortTable};
+use super::{lock, read, write};
+
+/// The port table and the Docker client behind it.
+#[derive(Debug)]
+pub struct Ports {
+    table: RwLock<PortTable>,
+    /// True while the table follows Docker's events; lookups trust it only then.
+    fresh: AtomicBool,
+    changed: watch::Sender<u64>,
+    client: DockerClient,
+    label: Option<LabelFilter>,
+    misses: Misses,
+    last_error: Mutex<Option<String>>,
+    /// Counters for INFO.
+    pub stats: PortStats,
+}
+
+impl Ports {
+    /// An empty table in front of this Docker client, seeing only containers with `label` when one is given.
+    /// Until [`follow`](super::follow) (or [`Ports::install`]) fills it, every lookup asks Docker.
+    pub fn new(client: DockerClient, label: Option<LabelFilter>) -> Arc<Self> {
+        Arc::new(Ports {
+            table: RwLock::new(PortTable::default()),
+            fresh: AtomicBool::new(false),
+            changed: watch::channel(0).0,
+            client,
+            label,
+            misses: Misses::default(),
+            last_error: Mutex::new(None),
+            stats: PortStats::default(),
+        })
+    }
+
+    /// The Docker client.
+    pub fn client(&self) -> &DockerClient {
+        &self.client
+    }
+
+    /// The label every container it sees carries.
+    pub fn label(&self) -> Option<&LabelFilter> {
+        self.label.as_ref()
+    }
+
+    /// True while the table follows Docker's events.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh.load(Ordering::Acquire)
+    }
+
+    /// How many containers the table holds.
+    pub fn table_len(&self) -> usize {
+        read(&self.table).len()
+    }
+
+    /// How many containers wait to be read again after an event.
+    pub fn changed_len(&self) -> usize {
+        read(&self.table).changed_len()
+    }
+
+    /// The last error seen while following Docker, if the follower is not connected.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.last_error).clone()
+    }
+
+    /// A receiver that sees a new value each time the table changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Finds one container by full id, unique id prefix or name.
+    pub async fn find(&self, query: &str) -> Result<Found, DockerError> {
+        if self.is_fresh() {
+            let table = read(&self.table);
+            match table.find(query) {
+                Found::One(c) if table.is_running(&c) => {
+                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Found::One(c));
+                }
+                Found::Ambiguous => {
+                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Found::Ambiguous);
+                }
+                // Unknown, stopped or just changed: it may have started since its last event was read.
+                _ => {}
+            }
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        if !is_container_ref(query) {
+            return Ok(Found::None);
+        }
+        Ok(self.ask_docker().await?.find(query))
+    }
+
+    /// Every running container with current ports: from the table while it is fresh, else from Docker.
+    pub async fn list(&self) -> Result<Vec<Arc<Container>>, DockerError> {
+        if self.is_fresh() {
+            return Ok(read(&self.table).running().cloned().collect());
+        }
+        Ok(self.ask_docker().await?.running().cloned().collect())
+    }
+
+    /// Docker's list, from a call that started after this lookup arrived.
+    async fn ask_docker(&self) -> Result<Arc<PortTable>, DockerError> {
+        self.misses
+            .snapshot(|| {
+                self.stats.docker_calls.fetch_add(1, Ordering::Relaxed);
+                self.client.list(self.label.as_ref())
+            })
+            .await
+    }
+
+    /// Replaces the table with a complete list of containers, as a resync does, and trusts it from now on.
+    pub fn install(&self, containers: Vec<Container>) {
+        *write(&self.table) = PortTable::from_containers(containers);
+        self.fresh.store(true, Ordering::Release);
+        lock(&self.last_error).take();
+        self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+        self.bump();
+    }
+
+    /// Stops trusting the table: lookups ask Docker until the next [`Ports::install`].
+    pub fn mark_stale(&self, error: &DockerError) {
+        self.fresh.store(false, Ordering::Release);
+        let error = error.to_string();
+        let mut last = lock(&self.last_error);
+        if last.as_deref() != Some(error.as_str()) {
+            tracing::warn!(error = %error, "port table is stale; lookups go to Docker until it resyncs");
+        }
+        *last = Some(error);
+    }
+
+    /// Applies one event at once, without asking Docker. Returns the container to read again, if any.
+    pub fn apply(&self, event: ContainerEvent) -> Option<String> {
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        let read_again = {
+            let mut table = write(&self.table);
+            match event {
+                ContainerEvent::Died(id) => {
+                    table.mark_stopped(&id);
+                    None
+                }
+                ContainerEvent::Destroyed(id) => {
+                    table.remove(&id);
+                    None
+                }
+                ContainerEvent::Changed(id) => {
+                    table.mark_changed(&id);
+                    Some(id)
+                }
+            }
+        };
+        self.bump();
+        read_again
+    }
+
+    /// The event number a container still waits to be read for, if any.
+    pub fn changed_since(&self, id: &str) -> Option<u64> {
+        read(&self.table).changed_since(id)
+    }
+
+    /// Applies a read of `id` issued after event `event`; `None` when Docker has no such container.
+    pub fn settle(&self, id: &str, event: u64, container: Option<Container>) {
+        if write(&self.table).settle(id, event, container) {
+            self.bump();
+        }
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+/// Whether `query` can name a container: Docker's name alphabet (after an optional `/`), or an id (hex).
+/// Anything else cannot match, so it is answered without asking Docker.
+pub fn is_container_ref(query: &str) -> bool {
+    let name = query.strip_prefix('/').unwrap_or(query);
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.len() <= 255
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_docker_names_and_ids_can_match() {
+        for ok in ["abc123", "/node-1", "my_app.redis-1", "a"] {
+            assert!(is_container_ref(ok), "{ok}");
+        }
+        for bad in ["", "/", "../images/json", "a/b", "a?x=1", "-x", "a b", "é"] {
+            assert!(!is_container_ref(bad), "{bad}");
+        }
+    }
+}
