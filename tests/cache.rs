@@ -1,71 +1,118 @@
-//! The event-fed port table against the real engine: warm lookups cost no Docker call, and a restarted
-//! container is never told its old ports.
+//! The event-fed port table against the real engine: warm lookups cost no Docker call, and a container
+//! restarted again and again while it is asked without pause is never told ports it no longer has.
 
 mod common;
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
-use common::{docker_announce, run_ok, TestContainer, TestServer};
+use common::{docker_announce, info_number, run_ok, test_label, TestContainer, TestServer};
 use rediscover::Config;
 
-fn config() -> Config {
-    Config { announce_ip: "127.0.0.1".parse().expect("an address"), ..Config::default() }
-}
+const IP: &str = "127.0.0.1";
+/// Restarts in the race test.
+const RESTARTS: usize = 30;
 
-fn info_value(info: &str, field: &str) -> u64 {
-    info.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))?.trim().parse().ok()).unwrap_or(u64::MAX)
-}
-
-async fn wait_fresh(server: &TestServer) -> String {
-    for _ in 0..250 {
-        let info = server.connect().await.request(&[b"INFO", b"docker"]).await;
-        if info_value(&info, "table_fresh") == 1 {
-            return info;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+fn config(label: &str) -> Config {
+    Config {
+        announce_ip: IP.parse().expect("an address"),
+        require_label: Some(label.parse().expect("a label filter")),
+        ..Config::default()
     }
-    panic!("the port table never synced with Docker");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_discover_makes_no_docker_call() {
-    let c = tokio::task::spawn_blocking(|| TestContainer::with_cluster_ports(&[])).await.expect("join");
-    let expected = c.expected_announce("127.0.0.1");
-    let server = TestServer::with_docker(config()).await;
-    wait_fresh(&server).await;
+    let label = test_label("warm");
+    let server = TestServer::with_docker(config(&label)).await;
+    server.wait_fresh().await;
+    let c = tokio::task::spawn_blocking(move || TestContainer::with_cluster_ports(&["--label", &label]))
+        .await
+        .expect("join");
+    let expected = c.expected_announce(IP);
+    // Its start is the only event this server sees; once it is read, nothing else can move the counters.
+    let before = server.wait_settled(1).await;
     let mut client = server.connect().await;
-    // The container started before the server: the first sync lists it.
-    let before = info_value(&client.request(&[b"INFO", b"docker"]).await, "docker_calls");
     for _ in 0..100 {
         let reply = client.request(&[b"DISCOVER", c.name.as_bytes()]).await;
         assert_eq!(reply, format!("${}\r\n{expected}\r\n", expected.len()));
     }
-    let info = client.request(&[b"INFO", b"docker"]).await;
-    assert_eq!(info_value(&info, "docker_calls"), before, "{info}");
-    assert!(info_value(&info, "table_hits") >= 100, "{info}");
+    let info = server.info_docker().await;
+    assert_eq!(info_number(&info, "docker_calls"), info_number(&before, "docker_calls"), "{info}");
+    assert_eq!(info_number(&info, "table_hits"), info_number(&before, "table_hits") + 100, "{info}");
+    assert_eq!(info_number(&info, "table_misses"), info_number(&before, "table_misses"), "{info}");
+}
+
+/// What the restarting side has done so far, as the asking side reads it before each request.
+#[derive(Debug, Default, Clone, Copy)]
+struct Progress {
+    /// Restart commands that have returned.
+    completed: usize,
+    /// A restart command is under way.
+    in_flight: bool,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_container_restarted_twenty_times_always_gets_its_current_ports() {
-    let server = TestServer::with_docker(config()).await;
-    wait_fresh(&server).await;
-    let c = tokio::task::spawn_blocking(|| TestContainer::with_cluster_ports(&[])).await.expect("join");
-    let mut client = server.connect().await;
-    let mut seen = std::collections::HashSet::new();
-    for round in 0..20 {
-        let id = c.id.clone();
-        let expected = tokio::task::spawn_blocking(move || {
-            run_ok("docker", &["stop", "-t", "0", &id]);
-            run_ok("docker", &["start", &id]);
-            docker_announce(&id, "127.0.0.1")
-        })
+async fn a_container_restarted_in_a_tight_loop_is_never_told_ports_it_no_longer_has() {
+    let label = test_label("restarts");
+    let server = TestServer::with_docker(config(&label)).await;
+    server.wait_fresh().await;
+    let c = tokio::task::spawn_blocking(move || TestContainer::with_cluster_ports(&["--label", &label]))
         .await
         .expect("join");
-        // Asked right after start, as an entrypoint does.
-        let reply = client.request(&[b"DISCOVER", &c.id.as_bytes()[..12]]).await;
-        assert_eq!(reply, format!("${}\r\n{expected}\r\n", expected.len()), "round {round}");
-        seen.insert(expected);
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    // The ports of each run, in order: run 0 before the first restart, run k after the k-th.
+    let restarter = {
+        let (id, progress) = (c.id.clone(), progress.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut runs = vec![docker_announce(&id, IP)];
+            for _ in 0..RESTARTS {
+                progress.lock().expect("progress lock").in_flight = true;
+                run_ok("docker", &["restart", "-t", "0", &id]);
+                *progress.lock().expect("progress lock") = Progress { completed: runs.len(), in_flight: false };
+                runs.push(docker_announce(&id, IP));
+            }
+            runs
+        })
+    };
+    // Asked without pause; each answer is checked once every run's ports are known.
+    let mut client = server.connect().await;
+    let mut answers: Vec<(Progress, String)> = Vec::new();
+    let mut errors = 0usize;
+    while !restarter.is_finished() {
+        let asked = *progress.lock().expect("progress lock");
+        let reply = client.request(&[b"DISCOVER", c.name.as_bytes()]).await;
+        match reply.strip_prefix('$').and_then(|r| r.split("\r\n").nth(1)) {
+            Some(announce) => answers.push((asked, announce.to_string())),
+            None => {
+                // An error the entrypoint retries: the container is down for a moment.
+                assert!(reply.starts_with("-NOTRUNNING ") || reply.starts_with("-NOPORT "), "{reply}");
+                errors += 1;
+            }
+        }
     }
-    println!("20 restarts, {} distinct port pairs", seen.len());
-    assert!(seen.len() > 1, "ephemeral ports changed across restarts");
+    let runs = restarter.await.expect("the restarter does not panic");
+    let mut after_restart = 0usize;
+    for (asked, announce) in &answers {
+        let current = &runs[asked.completed];
+        if asked.in_flight {
+            // Asked during a restart: the run that is ending, or the one that is starting.
+            let next = &runs[asked.completed + 1];
+            assert!(announce == current || announce == next, "{announce}: neither {current} nor {next}");
+        } else {
+            assert_eq!(announce, current, "asked after restart {} returned", asked.completed);
+            after_restart += 1;
+        }
+    }
+    let distinct: HashSet<&String> = runs.iter().collect();
+    println!(
+        "{RESTARTS} restarts, {} distinct port pairs; {} answers with ports ({after_restart} asked between restarts), \
+         {errors} errors",
+        distinct.len(),
+        answers.len()
+    );
+    assert!(distinct.len() > RESTARTS / 2, "ephemeral ports change across restarts: {runs:?}");
+    assert!(after_restart >= RESTARTS, "the loop asked between restarts: {after_restart}");
+    let info = server.info_docker().await;
+    assert_eq!(info_number(&info, "table_changed"), 0, "{info}");
 }

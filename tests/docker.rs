@@ -5,14 +5,19 @@ mod common;
 
 use std::time::Duration;
 
-use common::{run_ok, unique, TestContainer, TestServer, TEST_LABEL};
+use common::{info_number, info_value, run_ok, test_label, unique, TestContainer, TestServer};
 use rediscover::Config;
 use tokio::time::Instant;
 
 const IP: &str = "127.0.0.1";
 
-fn config() -> Config {
-    Config { announce_ip: IP.parse().expect("an address"), ..Config::default() }
+/// A server's settings: it sees only containers with this test's own label.
+fn config(label: &str) -> Config {
+    Config {
+        announce_ip: IP.parse().expect("an address"),
+        require_label: Some(label.parse().expect("a label filter")),
+        ..Config::default()
+    }
 }
 
 /// A RESP bulk string.
@@ -34,36 +39,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("the blocking task does not panic")
 }
 
-/// A label `key=value` no other test uses.
-fn unique_label(what: &str) -> String {
-    format!("{TEST_LABEL}.{what}={}", unique())
-}
-
 /// The announce string of a container, from `docker port`.
 fn docker_announce_of(id: &str) -> String {
     common::docker_announce(id, IP)
-}
-
-fn info_value(info: &str, field: &str) -> Option<String> {
-    info.lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_string()))
-}
-
-fn info_number(info: &str, field: &str) -> u64 {
-    info_value(info, field).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no number {field} in {info}"))
-}
-
-/// Waits until the server's port table follows Docker's events.
-async fn wait_fresh(server: &TestServer) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut client = server.connect().await;
-    loop {
-        let info = client.request(&[b"INFO", b"docker"]).await;
-        if info_value(&info, "table_fresh").as_deref() == Some("1") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the port table never synced with Docker: {info}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn discover(server: &TestServer, args: &[&str]) -> String {
@@ -74,11 +52,12 @@ async fn discover(server: &TestServer, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discover_by_full_id_short_id_prefix_and_name_matches_docker_port() {
-    let server = TestServer::with_docker(config()).await;
-    wait_fresh(&server).await;
+    let label = test_label("names");
+    let server = TestServer::with_docker(config(&label)).await;
+    server.wait_fresh().await;
     // Started after the table synced, and asked at once, as an entrypoint does.
-    let (c, expected, hostname) = blocking(|| {
-        let c = TestContainer::with_cluster_ports(&[]);
+    let (c, expected, hostname) = blocking(move || {
+        let c = TestContainer::with_cluster_ports(&["--label", &label]);
         let expected = c.expected_announce(IP);
         let hostname = run_ok("docker", &["exec", &c.id, "/bin/busybox", "hostname"]);
         (c, expected, hostname)
@@ -93,9 +72,10 @@ async fn discover_by_full_id_short_id_prefix_and_name_matches_docker_port() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discover_with_port_and_busport_answers_the_other_published_ports() {
-    let server = TestServer::with_docker(config()).await;
-    let (c, data, bus, extra_data, extra_bus) = blocking(|| {
-        let c = TestContainer::with_cluster_ports(&["-p", "7000", "-p", "17000"]);
+    let label = test_label("extra-ports");
+    let server = TestServer::with_docker(config(&label)).await;
+    let (c, data, bus, extra_data, extra_bus) = blocking(move || {
+        let c = TestContainer::with_cluster_ports(&["--label", &label, "-p", "7000", "-p", "17000"]);
         let ports = (c.host_port(6379), c.host_port(16379), c.host_port(7000), c.host_port(17000));
         (c, ports.0, ports.1, ports.2, ports.3)
     })
@@ -116,8 +96,12 @@ async fn discover_with_port_and_busport_answers_the_other_published_ports() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_without_the_ports_answers_noport() {
-    let server = TestServer::with_docker(config()).await;
-    let (none, data_only) = blocking(|| (TestContainer::start(&[]), TestContainer::start(&["-p", "6379"]))).await;
+    let label = test_label("noport");
+    let server = TestServer::with_docker(config(&label)).await;
+    let (none, data_only) = blocking(move || {
+        (TestContainer::start(&["--label", &label]), TestContainer::start(&["--label", &label, "-p", "6379"]))
+    })
+    .await;
     assert_eq!(
         discover(&server, &[&none.name]).await,
         format!("-NOPORT container '{}' does not publish port 6379/tcp\r\n", none.name)
@@ -130,9 +114,10 @@ async fn a_container_without_the_ports_answers_noport() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_container_answers_notrunning() {
-    let server = TestServer::with_docker(config()).await;
-    wait_fresh(&server).await;
-    let c = blocking(|| TestContainer::with_cluster_ports(&[])).await;
+    let label = test_label("stopped");
+    let server = TestServer::with_docker(config(&label)).await;
+    server.wait_fresh().await;
+    let c = blocking(move || TestContainer::with_cluster_ports(&["--label", &label])).await;
     let expected = blocking({
         let id = c.id.clone();
         move || docker_announce_of(&id)
@@ -148,7 +133,7 @@ async fn a_stopped_container_answers_notrunning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_container_answers_nocontainer() {
-    let server = TestServer::with_docker(config()).await;
+    let server = TestServer::with_docker(config(&test_label("missing"))).await;
     let name = format!("rediscover-test-missing-{}", unique());
     assert_eq!(discover(&server, &[&name]).await, format!("-NOCONTAINER no such container: '{name}'\r\n"));
     // Outside Docker's name alphabet: answered without asking Docker.
@@ -159,8 +144,8 @@ async fn a_missing_container_answers_nocontainer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_label_answers_an_unlabelled_container_exactly_like_a_missing_one() {
-    let label = unique_label("visible");
-    let config = Config { require_label: Some(label.parse().expect("a label filter")), ..config() };
+    let label = test_label("visible");
+    let config = config(&label);
     let (labelled, unlabelled, stopped, portless, expected) = blocking({
         let label = label.clone();
         move || {
@@ -197,31 +182,37 @@ async fn require_label_answers_an_unlabelled_container_exactly_like_a_missing_on
     let members = server
         .connect()
         .await
-        .request(&[b"MEMBERS", b"LABEL", TEST_LABEL.as_bytes(), b"MIN", b"1", b"TIMEOUT", b"5000"])
+        .request(&[b"MEMBERS", b"LABEL", common::TEST_LABEL.as_bytes(), b"MIN", b"1", b"TIMEOUT", b"5000"])
         .await;
     assert_eq!(members, array(&[expected]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_lists_the_sorted_announces_of_running_labelled_containers() {
-    let label = unique_label("members");
-    let server = TestServer::with_docker(config()).await;
-    wait_fresh(&server).await;
-    let (containers, expected) = blocking({
-        let label = label.clone();
+    // The server requires the key; MEMBERS asks for a value of it.
+    let key = test_label("members").replace('=', "-");
+    let label = format!("{key}=a");
+    let server = TestServer::with_docker(config(&key)).await;
+    server.wait_fresh().await;
+    let (containers, expected, all) = blocking({
+        let (key, label) = (key.clone(), label.clone());
         move || {
             let with_label = ["--label", label.as_str()];
-            // The three members start last: once they are visible, every event before theirs was applied.
+            // The members start last: once they are visible, every event before theirs was applied.
             let stopped = TestContainer::with_cluster_ports(&with_label);
             run_ok("docker", &["stop", "-t", "0", &stopped.id]);
             let portless = TestContainer::start(&with_label);
             let unlabelled = TestContainer::with_cluster_ports(&[]);
+            let other = TestContainer::with_cluster_ports(&["--label", &format!("{key}=b")]);
             let a = TestContainer::with_cluster_ports(&with_label);
             let b = TestContainer::with_cluster_ports(&with_label);
             let c = TestContainer::with_cluster_ports(&with_label);
             let mut expected: Vec<String> = [&a, &b, &c].iter().map(|c| c.expected_announce(IP)).collect();
             expected.sort();
-            (vec![stopped, portless, unlabelled, a, b, c], expected)
+            let mut all = expected.clone();
+            all.push(other.expected_announce(IP));
+            all.sort();
+            (vec![stopped, portless, unlabelled, other, a, b, c], expected, all)
         }
     })
     .await;
@@ -229,10 +220,11 @@ async fn members_lists_the_sorted_announces_of_running_labelled_containers() {
     let waited = client.request(&[b"MEMBERS", b"LABEL", label.as_bytes(), b"MIN", b"3", b"TIMEOUT", b"5000"]).await;
     assert_eq!(waited, array(&expected));
     assert_eq!(client.request(&[b"MEMBERS", b"LABEL", label.as_bytes()]).await, array(&expected));
-    let key = label.split('=').next().expect("a key");
-    assert_eq!(client.request(&[b"MEMBERS", b"LABEL", key.as_bytes()]).await, array(&expected));
+    let waited = client.request(&[b"MEMBERS", b"MIN", b"4", b"TIMEOUT", b"5000"]).await;
+    assert_eq!(waited, array(&all), "every running container the server sees");
+    assert_eq!(client.request(&[b"MEMBERS", b"LABEL", key.as_bytes()]).await, array(&all));
     assert_eq!(
-        client.request(&[b"MEMBERS", b"LABEL", format!("{key}=other").as_bytes()]).await,
+        client.request(&[b"MEMBERS", b"LABEL", format!("{key}=c").as_bytes()]).await,
         array(&[]),
         "a label value must match"
     );
@@ -241,13 +233,13 @@ async fn members_lists_the_sorted_announces_of_running_labelled_containers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_min_wakes_up_when_a_container_starts() {
-    let label = unique_label("wait");
+    let label = test_label("wait");
     let first = blocking({
         let label = label.clone();
         move || TestContainer::with_cluster_ports(&["--label", &label])
     })
     .await;
-    let server = TestServer::with_docker(config()).await;
+    let server = TestServer::with_docker(config(&label)).await;
     let mut waiter = server.connect().await;
     waiter.send(&common::resp(&[b"MEMBERS", b"LABEL", label.as_bytes(), b"MIN", b"2", b"TIMEOUT", b"30000"])).await;
     // Start the second container only once the request is waiting.
@@ -285,9 +277,9 @@ async fn members_min_wakes_up_when_a_container_starts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_min_times_out_with_the_timeout_error() {
-    let label = unique_label("timeout");
-    let server = TestServer::with_docker(config()).await;
-    wait_fresh(&server).await;
+    let label = test_label("timeout");
+    let server = TestServer::with_docker(config(&label)).await;
+    server.wait_fresh().await;
     let (only, expected) = blocking({
         let label = label.clone();
         move || {
@@ -320,8 +312,10 @@ impl Drop for TempDir {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discover_answers_dockerdown_until_the_socket_appears_then_works_without_restart() {
-    let (c, expected) = blocking(|| {
-        let c = TestContainer::with_cluster_ports(&[]);
+    let label = test_label("late-docker");
+    let config = config(&label);
+    let (c, expected) = blocking(move || {
+        let c = TestContainer::with_cluster_ports(&["--label", &label]);
         let expected = c.expected_announce(IP);
         (c, expected)
     })
@@ -329,7 +323,7 @@ async fn discover_answers_dockerdown_until_the_socket_appears_then_works_without
     let dir = TempDir(std::env::temp_dir().join(format!("rediscover-late-docker-{}", unique())));
     std::fs::create_dir_all(&dir.0).expect("create a temp dir");
     let socket = dir.0.join("docker.sock");
-    let server = TestServer::with_docker_host(config(), &socket.to_string_lossy()).await;
+    let server = TestServer::with_docker_host(config, &socket.to_string_lossy()).await;
     let mut client = server.connect().await;
 
     assert_eq!(client.request(&[b"PING"]).await, "+PONG\r\n");
@@ -353,7 +347,7 @@ async fn discover_answers_dockerdown_until_the_socket_appears_then_works_without
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The event follower reconnects too.
-    wait_fresh(&server).await;
+    server.wait_fresh().await;
     let info = client.request(&[b"INFO", b"docker"]).await;
     assert_eq!(info_value(&info, "docker_connected").as_deref(), Some("1"), "{info}");
     assert_eq!(info_value(&info, "docker_last_error").as_deref(), Some(""), "{info}");
@@ -362,49 +356,188 @@ async fn discover_answers_dockerdown_until_the_socket_appears_then_works_without
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_docker_counts_hits_misses_and_docker_calls() {
-    let c = blocking(|| TestContainer::with_cluster_ports(&[])).await;
-    let server = TestServer::with_docker(config()).await;
-    wait_fresh(&server).await;
+    let label = test_label("counters");
+    let server = TestServer::with_docker(config(&label)).await;
+    server.wait_fresh().await;
     let mut client = server.connect().await;
     let before = client.request(&[b"INFO", b"docker"]).await;
     assert_eq!(info_value(&before, "docker_host").as_deref(), Some(common::DOCKER_SOCKET), "{before}");
     assert_eq!(info_value(&before, "docker_connected").as_deref(), Some("1"), "{before}");
     assert!(info_value(&before, "docker_api_version").is_some_and(|v| !v.is_empty()), "{before}");
-    assert!(info_number(&before, "table_size") >= 1, "{before}");
-    assert!(info_number(&before, "table_resyncs") >= 1, "{before}");
+    assert_eq!(info_number(&before, "table_size"), 0, "only this test's containers are seen: {before}");
+    assert_eq!(info_number(&before, "table_resyncs"), 1, "{before}");
+    assert_eq!(info_number(&before, "docker_calls"), 1, "the first list: {before}");
 
-    // The first sync replays the last second of events, this container's start among them; until that
-    // event is applied, lookups of the container go to Docker.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut before = before;
-    loop {
-        let reply = client.request(&[b"DISCOVER", c.name.as_bytes()]).await;
-        assert!(reply.starts_with('$'), "{reply}");
-        let info = client.request(&[b"INFO", b"docker"]).await;
-        let hit = info_number(&info, "table_hits") > info_number(&before, "table_hits");
-        before = info;
-        if hit {
-            break;
-        }
-        assert!(Instant::now() < deadline, "DISCOVER never hit the table: {before}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // Its start is the one event the server sees; the container is read once, then answered from the table.
+    let c = blocking(move || TestContainer::with_cluster_ports(&["--label", &label])).await;
+    let settled = server.wait_settled(1).await;
+    assert_eq!(info_number(&settled, "table_size"), 1, "{settled}");
+    assert_eq!(info_number(&settled, "docker_calls"), 2, "the list and one read: {settled}");
+    let (hits, misses) = (info_number(&settled, "table_hits"), info_number(&settled, "table_misses"));
+    for _ in 0..10 {
+        assert!(client.request(&[b"DISCOVER", c.name.as_bytes()]).await.starts_with('$'));
     }
+    let warm = client.request(&[b"INFO", b"docker"]).await;
+    assert_eq!(info_number(&warm, "table_hits"), hits + 10, "{warm}");
+    assert_eq!(info_number(&warm, "table_misses"), misses, "{warm}");
+    assert_eq!(info_number(&warm, "docker_calls"), 2, "warm lookups ask nothing of Docker: {warm}");
 
-    // A warm lookup is answered from the table: a hit, and no Docker call beyond what events cause.
-    let warm = client.request(&[b"DISCOVER", c.name.as_bytes()]).await;
-    assert!(warm.starts_with('$'), "{warm}");
-    let after_warm = client.request(&[b"INFO", b"docker"]).await;
-    assert_eq!(info_number(&after_warm, "table_hits"), info_number(&before, "table_hits") + 1, "{after_warm}");
-    assert_eq!(info_number(&after_warm, "table_misses"), info_number(&before, "table_misses"), "{after_warm}");
-    let calls = info_number(&after_warm, "docker_calls") - info_number(&before, "docker_calls");
-    let events = info_number(&after_warm, "docker_events") - info_number(&before, "docker_events");
-    assert!(calls <= events, "a warm DISCOVER asked Docker: {before}\n{after_warm}");
-
-    // A name the table does not know may belong to a container that just started: Docker is asked.
+    // A name the table does not know may belong to a container that just started: Docker is asked, once.
     let missing = format!("rediscover-test-missing-{}", unique());
     let reply = client.request(&[b"DISCOVER", missing.as_bytes()]).await;
-    assert!(reply.starts_with("-NOCONTAINER "), "{reply}");
+    assert_eq!(reply, format!("-NOCONTAINER no such container: '{missing}'\r\n"));
     let after_miss = client.request(&[b"INFO", b"docker"]).await;
-    assert_eq!(info_number(&after_miss, "table_misses"), info_number(&after_warm, "table_misses") + 1);
-    assert!(info_number(&after_miss, "docker_calls") > info_number(&after_warm, "docker_calls"), "{after_miss}");
+    assert_eq!(info_number(&after_miss, "table_misses"), misses + 1, "{after_miss}");
+    assert_eq!(info_number(&after_miss, "table_hits"), hits + 10, "{after_miss}");
+    assert_eq!(info_number(&after_miss, "docker_calls"), 3, "{after_miss}");
+    assert_eq!(info_number(&after_miss, "docker_events"), 1, "{after_miss}");
+}
+
+/// Creates `n` containers with these flags at once, never started.
+fn create_many(n: usize, extra: &[&str]) -> Vec<TestContainer> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n).map(|_| s.spawn(|| TestContainer::create(extra))).collect();
+        handles.into_iter().map(|h| h.join().expect("docker create does not panic")).collect()
+    })
+}
+
+/// What DISCOVER of an id prefix must answer when exactly `visible` ids can be seen.
+fn expected_for_prefix(prefix: &str, visible: &[String]) -> String {
+    match visible.iter().filter(|id| id.starts_with(prefix)).count() {
+        0 => format!("-NOCONTAINER no such container: '{prefix}'\r\n"),
+        // Created, never started.
+        1 => format!("-NOTRUNNING container '{prefix}' is not running\r\n"),
+        _ => format!("-AMBIGUOUS more than one container matches '{prefix}'; use a longer id or the name\r\n"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_prefix_answers_over_visible_containers_only_from_the_table_and_from_docker() {
+    let label = test_label("prefix");
+    // Seventeen ids over sixteen hex digits: at least two share their first digit.
+    let (visible, hidden) = blocking({
+        let label = label.clone();
+        move || (create_many(17, &["--label", &label]), create_many(8, &[]))
+    })
+    .await;
+    let visible_ids: Vec<String> = visible.iter().map(|c| c.id.clone()).collect();
+    let prefixes: Vec<String> = "0123456789abcdef".chars().map(String::from).collect();
+    assert!(
+        prefixes.iter().any(|p| expected_for_prefix(p, &visible_ids).starts_with("-AMBIGUOUS")),
+        "a shared prefix among {visible_ids:?}"
+    );
+    let warm = TestServer::with_docker(config(&label)).await;
+    warm.wait_fresh().await;
+    let cold = TestServer::cold(config(&label)).await;
+    for (server, kind) in [(&warm, "from the table"), (&cold, "from Docker")] {
+        let mut client = server.connect().await;
+        for prefix in &prefixes {
+            let reply = client.request(&[b"DISCOVER", prefix.as_bytes()]).await;
+            assert_eq!(reply, expected_for_prefix(prefix, &visible_ids), "DISCOVER {prefix} {kind}");
+        }
+    }
+    let info = warm.connect().await.request(&[b"INFO", b"docker"]).await;
+    assert_eq!(info_number(&info, "table_size"), 17, "hidden containers are not in the table: {info}");
+    drop((visible, hidden));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slash_name_is_found_on_cold_lookups() {
+    let label = test_label("slash");
+    let (running, stopped, expected) = blocking({
+        let label = label.clone();
+        move || {
+            let running = TestContainer::with_cluster_ports(&["--label", &label]);
+            let stopped = TestContainer::with_cluster_ports(&["--label", &label]);
+            run_ok("docker", &["stop", "-t", "0", &stopped.id]);
+            let expected = running.expected_announce(IP);
+            (running, stopped, expected)
+        }
+    })
+    .await;
+    let cold = TestServer::cold(config(&label)).await;
+    assert_eq!(discover(&cold, &[&format!("/{}", running.name)]).await, bulk(&expected));
+    let slash_stopped = format!("/{}", stopped.name);
+    assert_eq!(
+        discover(&cold, &[&slash_stopped]).await,
+        format!("-NOTRUNNING container '{slash_stopped}' is not running\r\n")
+    );
+    // Just started, asked at once by its `/name`, as the table may not know it yet.
+    let warm = TestServer::with_docker(config(&label)).await;
+    warm.wait_fresh().await;
+    let (late, expected) = blocking(move || {
+        let late = TestContainer::with_cluster_ports(&["--label", &label]);
+        let expected = late.expected_announce(IP);
+        (late, expected)
+    })
+    .await;
+    assert_eq!(discover(&warm, &[&format!("/{}", late.name)]).await, bulk(&expected));
+}
+
+/// The INFO docker counters a lookup may move.
+const LOOKUP_COUNTERS: [&str; 5] = ["table_size", "table_hits", "table_misses", "docker_calls", "docker_events"];
+
+async fn counters(client: &mut common::RawClient) -> Vec<u64> {
+    let info = client.request(&[b"INFO", b"docker"]).await;
+    LOOKUP_COUNTERS.iter().map(|field| info_number(&info, field)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_container_moves_the_same_counters_as_a_missing_one() {
+    let label = test_label("hidden");
+    let server = TestServer::with_docker(config(&label)).await;
+    server.wait_fresh().await;
+    let (visible, hidden) = blocking({
+        let label = label.clone();
+        move || (TestContainer::with_cluster_ports(&["--label", &label]), TestContainer::with_cluster_ports(&[]))
+    })
+    .await;
+    server.wait_settled(1).await;
+    let mut client = server.connect().await;
+    let missing_id = format!("{:x}", unique()).repeat(8)[..64].to_string();
+    let missing_name = format!("rediscover-test-missing-{}", unique());
+    for (hidden_query, missing_query) in [
+        (hidden.name.as_str(), missing_name.as_str()),
+        (&hidden.id, &missing_id),
+        (&hidden.id[..12], &missing_id[..12]),
+    ] {
+        let before = counters(&mut client).await;
+        let started = Instant::now();
+        let hidden_reply = discover(&server, &[hidden_query]).await;
+        let hidden_took = started.elapsed();
+        let after_hidden = counters(&mut client).await;
+        let started = Instant::now();
+        let missing_reply = discover(&server, &[missing_query]).await;
+        let missing_took = started.elapsed();
+        let after_missing = counters(&mut client).await;
+        assert_eq!(hidden_reply.replace(hidden_query, "<query>"), missing_reply.replace(missing_query, "<query>"));
+        let moved = |a: &[u64], b: &[u64]| a.iter().zip(b).map(|(x, y)| y - x).collect::<Vec<_>>();
+        assert_eq!(
+            moved(&before, &after_hidden),
+            moved(&after_hidden, &after_missing),
+            "{LOOKUP_COUNTERS:?} moved alike for {hidden_query} and {missing_query}"
+        );
+        println!("hidden {hidden_query}: {hidden_took:?}, missing {missing_query}: {missing_took:?}");
+    }
+    // Its events never reach the server: stopping and starting it moves nothing, while the visible
+    // container's restart (two events, die and start) is seen.
+    let before = counters(&mut client).await;
+    let restarted = blocking({
+        let (hidden, visible) = (hidden.id.clone(), visible.id.clone());
+        move || {
+            run_ok("docker", &["restart", "-t", "0", &hidden]);
+            run_ok("docker", &["restart", "-t", "0", &visible]);
+            docker_announce_of(&visible)
+        }
+    })
+    .await;
+    // MEMBERS answers from the table: once it shows the new ports, every earlier event was applied.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.request(&[b"MEMBERS"]).await != array(std::slice::from_ref(&restarted)) {
+        assert!(Instant::now() < deadline, "MEMBERS never showed the restarted container");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = counters(&mut client).await;
+    assert_eq!(after[4], before[4] + 2, "only the visible container's die and start are seen");
+    assert_eq!(after[0], 1, "table_size");
 }

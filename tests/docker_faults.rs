@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::TestServer;
+use common::{info_number, TestServer};
 use rediscover::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -136,10 +136,6 @@ async fn ask(server: &TestServer, request: &[&[u8]]) -> String {
     server.connect().await.request(request).await
 }
 
-fn info_value(info: &str, field: &str) -> u64 {
-    info.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))?.trim().parse().ok()).unwrap_or(u64::MAX)
-}
-
 #[tokio::test]
 async fn a_hanging_docker_gives_dockertimeout_and_ping_still_answers() {
     let fake = FakeDocker::start(Mode::Hang, 30001);
@@ -165,38 +161,25 @@ async fn a_docker_500_gives_dockererr_with_its_words() {
 async fn a_dropped_event_stream_sends_lookups_to_docker_until_the_table_resyncs() {
     let fake = FakeDocker::start(Mode::Serve, 30001);
     let server = TestServer::with_docker_host(config(), &fake.path).await;
-    let info = wait_for(&server, "table_fresh", 1).await;
-    let calls = info_value(&info, "docker_calls");
+    let info = server.wait_info("table_fresh becomes 1", |i| info_number(i, "table_fresh") == 1).await;
+    let calls = info_number(&info, "docker_calls");
     assert_eq!(ask(&server, &[b"DISCOVER", b"fake-1"]).await, "$21\r\n127.0.0.1:30001@40001\r\n");
     let info = ask(&server, &[b"INFO", b"docker"]).await;
-    assert_eq!(info_value(&info, "docker_calls"), calls, "a warm DISCOVER makes no Docker call");
+    assert_eq!(info_number(&info, "docker_calls"), calls, "a warm DISCOVER makes no Docker call");
     // The stream drops and cannot be followed again; meanwhile the ports change.
     fake.set(Mode::NoEvents, 30005);
     fake.drop_events.notify_waiters();
-    wait_for(&server, "table_fresh", 0).await;
+    server.wait_info("table_fresh becomes 0", |i| info_number(i, "table_fresh") == 0).await;
     for _ in 0..10 {
         assert_eq!(ask(&server, &[b"DISCOVER", b"fake-1"]).await, "$21\r\n127.0.0.1:30005@40005\r\n");
     }
-    let stale_calls = info_value(&ask(&server, &[b"INFO", b"docker"]).await, "docker_calls");
+    let stale_calls = info_number(&ask(&server, &[b"INFO", b"docker"]).await, "docker_calls");
     assert!(stale_calls >= calls + 10, "a stale table sends lookups to Docker: {calls} -> {stale_calls}");
     // Docker's events come back: the table resyncs and answers alone again.
     fake.set(Mode::Serve, 30005);
-    let info = wait_for(&server, "table_fresh", 1).await;
-    assert!(info_value(&info, "table_resyncs") >= 2, "{info}");
-    let calls = info_value(&info, "docker_calls");
+    let info = server.wait_info("table_fresh becomes 1", |i| info_number(i, "table_fresh") == 1).await;
+    assert!(info_number(&info, "table_resyncs") >= 2, "{info}");
+    let calls = info_number(&info, "docker_calls");
     assert_eq!(ask(&server, &[b"DISCOVER", b"fake-1"]).await, "$21\r\n127.0.0.1:30005@40005\r\n");
-    assert_eq!(info_value(&ask(&server, &[b"INFO", b"docker"]).await, "docker_calls"), calls);
-}
-
-/// Polls INFO docker until `field` has `value` (up to 5 s); returns the last INFO.
-async fn wait_for(server: &TestServer, field: &str, value: u64) -> String {
-    let mut info = String::new();
-    for _ in 0..250 {
-        info = ask(server, &[b"INFO", b"docker"]).await;
-        if info_value(&info, field) == value {
-            return info;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{field} never became {value}: {info}");
+    assert_eq!(info_number(&ask(&server, &[b"INFO", b"docker"]).await, "docker_calls"), calls);
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::{resp, TestContainer, TestServer};
+use common::{info_number, resp, test_label, TestContainer, TestServer};
 use rediscover::Config;
 
 const CLIENTS: usize = 1000;
@@ -12,8 +12,15 @@ const REQUESTS_EACH: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_clients_each_discover_a_hundred_times_without_error() {
-    let container = tokio::task::spawn_blocking(|| TestContainer::with_cluster_ports(&[])).await.expect("join");
-    let config = Config { announce_ip: "127.0.0.1".parse().expect("an address"), ..Config::default() };
+    let label = test_label("load");
+    let config = Config {
+        announce_ip: "127.0.0.1".parse().expect("an address"),
+        require_label: Some(label.parse().expect("a label filter")),
+        ..Config::default()
+    };
+    let container = tokio::task::spawn_blocking(move || TestContainer::with_cluster_ports(&["--label", &label]))
+        .await
+        .expect("join");
     let server = TestServer::with_docker(config).await;
     let name = container.name.clone();
     let expected = {
@@ -47,16 +54,10 @@ async fn a_thousand_clients_each_discover_a_hundred_times_without_error() {
         bad += b;
     }
     let elapsed = started.elapsed();
-    let calls = info_field(&server, "docker_calls").await;
+    let calls = info_number(&server.info_docker().await, "docker_calls");
     println!(
         "load: {CLIENTS} clients x {REQUESTS_EACH} DISCOVER = {ok} ok, {bad} errors in {elapsed:?} ({:.0} req/s), {calls} Docker calls",
         ok as f64 / elapsed.as_secs_f64()
     );
     assert_eq!((ok, bad), (CLIENTS * REQUESTS_EACH, 0));
-}
-
-async fn info_field(server: &TestServer, field: &str) -> String {
-    let mut c = server.connect().await;
-    let text = c.request(&[b"INFO", b"docker"]).await;
-    text.lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(str::to_string)).unwrap_or_default()
 }

@@ -90,7 +90,7 @@ impl Discover {
                 Reply::Announce(announce)
             }
             Err(e) => {
-                tracing::debug!(container = ?query, error = %e, "discover");
+                tracing::debug!(container = ?query, error = ?e.to_string(), "discover");
                 e.reply()
             }
         }

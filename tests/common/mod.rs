@@ -89,6 +89,48 @@ impl TestServer {
     pub async fn connect(&self) -> RawClient {
         RawClient { stream: TcpStream::connect(self.addr).await.expect("connect to the test server") }
     }
+
+    /// INFO docker, whole.
+    pub async fn info_docker(&self) -> String {
+        self.connect().await.request(&[b"INFO", b"docker"]).await
+    }
+
+    /// Polls INFO docker until `ready` holds (10 s at most, else the test fails saying `what`); returns it.
+    pub async fn wait_info(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut client = self.connect().await;
+        loop {
+            let info = client.request(&[b"INFO", b"docker"]).await;
+            if ready(&info) {
+                return info;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what} within 10 s: {info}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the port table follows Docker's events.
+    pub async fn wait_fresh(&self) -> String {
+        self.wait_info("the port table syncs with Docker", |info| info_number(info, "table_fresh") == 1).await
+    }
+
+    /// Waits until the table applied at least `events` events and read again every container they changed.
+    pub async fn wait_settled(&self, events: u64) -> String {
+        self.wait_info(&format!("the table settles after {events} events"), |info| {
+            info_number(info, "docker_events") >= events && info_number(info, "table_changed") == 0
+        })
+        .await
+    }
+}
+
+/// One `name:value` field of an INFO reply.
+pub fn info_value(info: &str, field: &str) -> Option<String> {
+    info.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(|v| v.trim().to_string()))
+}
+
+/// One numeric field of an INFO reply; the test fails when it is missing.
+pub fn info_number(info: &str, field: &str) -> u64 {
+    info_value(info, field).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no number {field} in {info}"))
 }
 
 impl Drop for TestServer {
@@ -242,6 +284,12 @@ pub fn node(id: &str, name: &str, running: bool, ports: Vec<(u16, u16)>) -> Cont
     }
 }
 
+/// A label `key=value` that no other test uses: a test's containers carry it, and a server that requires it
+/// sees only them, whatever else runs on the host.
+pub fn test_label(what: &str) -> String {
+    format!("{TEST_LABEL}.{what}={}", unique())
+}
+
 /// A number no other call in this process returns.
 pub fn unique() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -265,6 +313,17 @@ impl TestContainer {
         ensure_test_image();
         let name = format!("rediscover-test-{}", unique());
         let mut args = vec!["run", "-d", "--name", &name, "--label", TEST_LABEL];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[TEST_IMAGE, "sleep", "3600"]);
+        let id = run_ok("docker", &args);
+        TestContainer { id, name }
+    }
+
+    /// Creates a container of the test image without starting it.
+    pub fn create(extra: &[&str]) -> TestContainer {
+        ensure_test_image();
+        let name = format!("rediscover-test-{}", unique());
+        let mut args = vec!["create", "--name", &name, "--label", TEST_LABEL];
         args.extend_from_slice(extra);
         args.extend_from_slice(&[TEST_IMAGE, "sleep", "3600"]);
         let id = run_ok("docker", &args);
@@ -312,20 +371,26 @@ pub struct ServerProcess {
     /// Where it listens.
     pub addr: SocketAddr,
     child: std::process::Child,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
-    /// Starts the binary on a free loopback port with these extra flags; waits until it serves.
+    /// Starts the binary on a free loopback port with these extra flags, at the default log level, as users
+    /// run it; waits until it serves.
     pub fn start(extra: &[&str]) -> ServerProcess {
+        Self::start_logging(extra, None)
+    }
+
+    /// Starts the binary with `RUST_LOG` set to `filter` (unset for `None`).
+    pub fn start_logging(extra: &[&str], filter: Option<&str>) -> ServerProcess {
         use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rediscover"))
-            .args(["--listen", "127.0.0.1:0", "--announce-ip", "127.0.0.1"])
-            .args(extra)
-            // As users run it: the default log level.
-            .env_remove("RUST_LOG")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start the rediscover binary");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rediscover"));
+        command.args(["--listen", "127.0.0.1:0", "--announce-ip", "127.0.0.1"]).args(extra);
+        match filter {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let mut child = command.stderr(std::process::Stdio::piped()).spawn().expect("start the rediscover binary");
         let stderr = child.stderr.take().expect("stderr is piped");
         let mut lines = std::io::BufReader::new(stderr).lines();
         let addr = loop {
@@ -336,8 +401,19 @@ impl ServerProcess {
             }
         };
         // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        ServerProcess { addr, child }
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
+            }
+        });
+        ServerProcess { addr, child, log }
+    }
+
+    /// The lines it logged after the one that said where it listens.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Its PID.
