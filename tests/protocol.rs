@@ -98,17 +98,14 @@ async fn unknown_commands_and_wrong_arity_keep_the_connection_open() {
 async fn hello_switches_to_resp3_and_reset_switches_back() {
     let s = server().await;
     let mut c = s.connect().await;
-    c.send(&resp(&[b"HELLO", b"3", b"SETNAME", b"me"])).await;
-    let head = c.read_exact_len(4).await;
-    assert_eq!(head, b"%7\r\n", "HELLO 3 answers a RESP3 map of 7 fields");
-    let body = c.read_exact_len(200).await;
-    let text = String::from_utf8_lossy(&body);
+    let text = c.request(&[b"HELLO", b"3", b"SETNAME", b"me"]).await;
+    assert!(text.starts_with("%7\r\n"), "HELLO 3 answers a RESP3 map of 7 fields: {text:?}");
     for field in
         ["$6\r\nserver\r\n$10\r\nrediscover\r\n", "$5\r\nproto\r\n:3\r\n", "$4\r\nmode\r\n$10\r\nstandalone\r\n"]
     {
         assert!(text.contains(field), "{field:?} in {text:?}");
     }
-    let _ = c.read_exact_len(1000).await;
+    c.roundtrip(&resp(&[b"CLIENT", b"GETNAME"]), b"$2\r\nme\r\n").await;
     let mut c = s.connect().await;
     assert!(c.request(&[b"HELLO", b"3"]).await.starts_with("%7\r\n"));
     c.roundtrip(&resp(&[b"CLIENT", b"GETNAME"]), b"_\r\n").await;
@@ -142,15 +139,12 @@ async fn client_subcommands_track_this_connection() {
     .await;
     c.roundtrip(&resp(&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"test"]), b"+OK\r\n").await;
     c.roundtrip(&resp(&[b"CLIENT", b"NOPE"]), b"-ERR unknown subcommand 'nope'. Try CLIENT HELP.\r\n").await;
-    c.send(&resp(&[b"CLIENT", b"ID"])).await;
-    let id = c.read_exact_len(3).await;
-    assert!(id.starts_with(b":"), "{id:?}");
-    let _ = c.read_exact_len(1).await;
-    c.send(&resp(&[b"CLIENT", b"INFO"])).await;
-    let head = c.read_exact_len(4).await;
-    assert!(head.starts_with(b"$"), "CLIENT INFO is a bulk string in RESP2");
-    let body = String::from_utf8_lossy(&c.read_exact_len(120).await).into_owned();
-    assert!(body.contains("name=node-7") && body.contains("lib-name=test") && body.contains("resp=2"), "{body}");
+    let id = c.request(&[b"CLIENT", b"ID"]).await;
+    let number = id.strip_prefix(':').and_then(|i| i.strip_suffix("\r\n")).and_then(|i| i.parse::<u64>().ok());
+    assert!(number.is_some(), "CLIENT ID is an integer: {id:?}");
+    let info = c.request(&[b"CLIENT", b"INFO"]).await;
+    assert!(info.starts_with('$'), "CLIENT INFO is a bulk string in RESP2: {info:?}");
+    assert!(info.contains("name=node-7") && info.contains("lib-name=test") && info.contains("resp=2"), "{info}");
 }
 
 #[tokio::test]
@@ -158,10 +152,9 @@ async fn command_count_info_and_docs_describe_the_table() {
     let s = server().await;
     let mut c = s.connect().await;
     c.roundtrip(&resp(&[b"COMMAND", b"COUNT"]), b":12\r\n").await;
-    c.send(&resp(&[b"COMMAND", b"INFO", b"discover", b"nosuch"])).await;
-    let got = String::from_utf8_lossy(&c.read_exact_len(40).await).into_owned();
+    let got = c.request(&[b"COMMAND", b"INFO", b"discover", b"nosuch"]).await;
     assert!(got.starts_with("*2\r\n*10\r\n$8\r\ndiscover\r\n:-2\r\n"), "{got:?}");
-    let mut c = s.connect().await;
+    assert!(got.ends_with("$-1\r\n"), "an unknown command's info is null: {got:?}");
     let got = c.request(&[b"COMMAND", b"DOCS", b"members"]).await;
     assert!(got.starts_with("*2\r\n$7\r\nmembers\r\n"), "{got:?}");
     assert!(got.contains("$7\r\nsummary\r\n") && got.contains("$5\r\nLABEL\r\n"), "{got:?}");
@@ -300,8 +293,9 @@ async fn requirepass_gates_every_command_but_auth_hello_ping_and_quit() {
     let info = c.request(&[b"INFO"]).await;
     assert!(info.contains("# Server") && !info.contains("s3cret"), "INFO never shows the password");
     let mut c = s.connect().await;
-    c.send(&resp(&[b"HELLO", b"3", b"AUTH", b"default", b"s3cret-pw"])).await;
-    assert_eq!(c.read_exact_len(4).await, b"%7\r\n");
+    let got = c.request(&[b"HELLO", b"3", b"AUTH", b"default", b"s3cret-pw"]).await;
+    assert!(got.starts_with("%7\r\n"), "HELLO with AUTH signs in and answers the map: {got:?}");
+    c.roundtrip(&resp(&[b"DISCOVER", b"node-1"]), b"$21\r\n127.0.0.1:30001@40001\r\n").await;
     let mut c = s.connect().await;
     c.roundtrip(&resp(&[b"AUTH", b"default", b"s3cret-pw"]), b"+OK\r\n").await;
     c.roundtrip(&resp(&[b"RESET"]), b"+RESET\r\n").await;
