@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 use crate::connection::Session;
-use crate::protocol::Reply;
+use crate::protocol::{string2ll, Reply};
 use crate::server::Shared;
 
 pub use client::ClientCmd;
@@ -203,13 +203,9 @@ pub fn arg_str(arg: &Bytes) -> Cow<'_, str> {
     String::from_utf8_lossy(arg)
 }
 
-/// An argument as a signed integer, as Redis's string2ll reads it.
+/// An argument as a signed integer, read as the decoder reads request lengths (Redis's string2ll).
 pub fn parse_int(arg: &Bytes) -> Result<i64, CommandError> {
-    std::str::from_utf8(arg)
-        .ok()
-        .filter(|s| !s.starts_with('+') && !s.is_empty())
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or(CommandError::NotInteger)
+    string2ll(arg).ok_or(CommandError::NotInteger)
 }
 
 /// Whether an argument equals a keyword, ignoring case.
@@ -272,7 +268,7 @@ mod tests {
     #[test]
     fn integers_parse_like_string2ll() {
         assert_eq!(parse_int(&Bytes::from_static(b"-12")), Ok(-12));
-        for bad in ["", "+1", "1.0", " 1", "99999999999999999999", "x"] {
+        for bad in ["", "+1", "1.0", " 1", "99999999999999999999", "x", "01", "-0"] {
             assert_eq!(parse_int(&Bytes::copy_from_slice(bad.as_bytes())), Err(CommandError::NotInteger), "{bad}");
         }
     }

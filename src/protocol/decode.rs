@@ -237,9 +237,14 @@ impl Decoder for RequestDecoder {
     }
 }
 
-/// Parses a `*`/`$` count followed by `\r` as Redis's `string2ll` does: an optional `-`, no `+`, no leading zero.
+/// Parses a `*`/`$` count followed by `\r`.
 fn parse_count(line: &[u8]) -> Option<i64> {
-    let text = line.strip_suffix(b"\r")?;
+    string2ll(line.strip_suffix(b"\r")?)
+}
+
+/// Reads a signed 64-bit integer by the rules of Redis's `string2ll`, which reads both request lengths and
+/// integer arguments: an optional `-`, no `+`, no spaces, no leading zero, no `-0`, nothing out of range.
+pub fn string2ll(text: &[u8]) -> Option<i64> {
     let (negative, digits) = match text {
         [b'-', rest @ ..] => (true, rest),
         _ => (false, text),
@@ -249,8 +254,13 @@ fn parse_count(line: &[u8]) -> Option<i64> {
         [b'1'..=b'9', rest @ ..] if rest.iter().all(u8::is_ascii_digit) => {}
         _ => return None,
     }
-    let value = digits.iter().try_fold(0i64, |acc, &d| acc.checked_mul(10)?.checked_add(i64::from(d - b'0')))?;
-    Some(if negative { -value } else { value })
+    // Accumulated unsigned, so that i64::MIN, whose magnitude no i64 holds, is read too.
+    let magnitude = digits.iter().try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))?;
+    if negative {
+        0i64.checked_sub_unsigned(magnitude)
+    } else {
+        i64::try_from(magnitude).ok()
+    }
 }
 
 /// Splits an inline line into arguments with the quoting rules of Redis's `sdssplitargs`.
@@ -509,6 +519,36 @@ mod tests {
         buf.extend_from_slice(b"NG\r\n");
         assert!(decoder.decode(&mut buf).expect("valid input").is_some());
         assert!(!decoder.is_mid_request());
+    }
+
+    #[test]
+    fn integers_read_like_string2ll() {
+        let good: &[(&[u8], i64)] = &[
+            (b"0", 0),
+            (b"7", 7),
+            (b"-12", -12),
+            (b"9223372036854775807", i64::MAX),
+            (b"-9223372036854775808", i64::MIN),
+        ];
+        for (text, value) in good {
+            assert_eq!(string2ll(text), Some(*value), "{:?}", String::from_utf8_lossy(text));
+        }
+        let bad: &[&[u8]] = &[
+            b"",
+            b"-",
+            b"01",
+            b"-0",
+            b"-01",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"1.0",
+            b"9223372036854775808",
+            b"-9223372036854775809",
+        ];
+        for text in bad {
+            assert_eq!(string2ll(text), None, "{:?}", String::from_utf8_lossy(text));
+        }
     }
 
     #[test]
