@@ -153,9 +153,10 @@ impl Command {
         }
     }
 
-    /// Whether a client that has not authenticated may run it.
+    /// Whether a client that has not authenticated may run it: the command table's `no-auth` flag says, so
+    /// COMMAND INFO and the server cannot disagree.
     pub fn allowed_before_auth(&self) -> bool {
-        matches!(self, Command::Auth(_) | Command::Hello(_) | Command::Ping(_) | Command::Quit)
+        command_docs::find(self.name()).is_some_and(|spec| spec.flags.contains(&"no-auth"))
     }
 
     /// Runs the command for one connection.
@@ -263,6 +264,22 @@ mod tests {
         assert_eq!(parse(&["PiNg"]).unwrap(), Command::Ping(None));
         assert_eq!(parse(&["ping", "hi"]).unwrap(), Command::Ping(Some(Bytes::from_static(b"hi"))));
         assert_eq!(parse(&["QUIT"]).unwrap().name(), "quit");
+    }
+
+    #[test]
+    fn only_commands_flagged_no_auth_run_before_auth() {
+        for (words, allowed) in [
+            (&["AUTH", "pw"][..], true),
+            (&["HELLO"], true),
+            (&["PING"], true),
+            (&["QUIT"], true),
+            (&["RESET"], true),
+            (&["INFO"], false),
+            (&["CLIENT", "ID"], false),
+            (&["DISCOVER", "x"], false),
+        ] {
+            assert_eq!(parse(words).unwrap().allowed_before_auth(), allowed, "{words:?}");
+        }
     }
 
     #[test]
