@@ -93,6 +93,11 @@ impl CommandError {
     }
 }
 
+/// The Redis version whose protocol rediscover speaks. HELLO's `version` and INFO's `redis_version` both answer
+/// it, because clients compare them with Redis versions to choose features; INFO's `rediscover_version` says
+/// which rediscover this is.
+pub const REDIS_VERSION: &str = "7.0.0";
+
 /// How much of a bad request an error reply quotes (Redis: 128 characters).
 const QUOTE_LIMIT: usize = 128;
 
