@@ -117,6 +117,7 @@ where
 {
     let config = &shared.config;
     let mut codec = RespCodec::new(RequestDecoder::new(config.limits));
+    codec.decoder.set_unauthenticated(!session.authenticated);
     let mut input = BytesMut::new();
     let mut chunk = READ_CHUNK_IDLE;
     let mut output = BytesMut::new();
@@ -146,6 +147,7 @@ where
                 return Close::Shutdown;
             };
             codec.protocol = session.protocol;
+            codec.decoder.set_unauthenticated(!session.authenticated);
             encode(&mut codec, reply, &mut output);
             if quit {
                 let _ = write_out(stream, &mut output, shared).await;

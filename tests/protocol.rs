@@ -301,3 +301,79 @@ async fn requirepass_gates_every_command_but_auth_hello_ping_and_quit() {
     c.roundtrip(&resp(&[b"RESET"]), b"+RESET\r\n").await;
     c.roundtrip(&resp(&[b"DISCOVER", b"node-1"]), b"-NOAUTH Authentication required.\r\n").await;
 }
+
+#[tokio::test]
+async fn reset_before_auth_is_answered_and_leaves_the_client_signed_out() {
+    let config = Config { requirepass: Some("s3cret-pw".into()), ..Config::default() };
+    let s = TestServer::in_memory(config, vec![]).await;
+    let mut c = s.connect().await;
+    c.roundtrip(&resp(&[b"RESET"]), b"+RESET\r\n").await;
+    c.roundtrip(&resp(&[b"INFO"]), b"-NOAUTH Authentication required.\r\n").await;
+    c.roundtrip(&resp(&[b"AUTH", b"s3cret-pw"]), b"+OK\r\n").await;
+    let flags = c.request(&[b"COMMAND", b"INFO", b"reset"]).await;
+    assert!(flags.contains("+no-auth\r\n"), "the table says RESET needs no AUTH: {flags:?}");
+}
+
+#[tokio::test]
+async fn hello_and_info_report_the_same_redis_version() {
+    let s = TestServer::plain().await;
+    let mut c = s.connect().await;
+    let hello = c.request(&[b"HELLO", b"3"]).await;
+    assert!(hello.contains("$7\r\nversion\r\n$5\r\n7.0.0\r\n"), "HELLO answers the Redis protocol level: {hello:?}");
+    let info = c.request(&[b"INFO", b"server"]).await;
+    assert!(info.contains("redis_version:7.0.0\r\n"), "{info}");
+    let own = format!("rediscover_version:{}\r\n", env!("CARGO_PKG_VERSION"));
+    assert!(info.contains(&own), "{own:?} in {info}");
+}
+
+#[tokio::test]
+async fn an_unauthenticated_client_gets_redis_smaller_request_limits() {
+    let config = Config { requirepass: Some("s3cret-pw".into()), ..Config::default() };
+    let s = TestServer::in_memory(config, vec![]).await;
+    let ten: Vec<&[u8]> = std::iter::once(&b"NOSUCH"[..]).chain(std::iter::repeat_n(&b"x"[..], 9)).collect();
+    let eleven: Vec<&[u8]> = std::iter::once(&b"NOSUCH"[..]).chain(std::iter::repeat_n(&b"x"[..], 10)).collect();
+    let mut c = s.connect().await;
+    let got = c.request(&ten).await;
+    assert!(got.starts_with("-ERR unknown command 'NOSUCH'"), "ten arguments are read: {got:?}");
+    c.roundtrip(
+        &resp(&[b"AUTH", &[b'p'; 16384]]),
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    )
+    .await;
+    c.send(&resp(&eleven)).await;
+    let (got, closed) = c.read_to_close().await;
+    assert_eq!(String::from_utf8_lossy(&got), "-ERR Protocol error: unauthenticated multibulk length\r\n");
+    assert!(closed);
+    let mut c = s.connect().await;
+    c.send(&resp(&[b"AUTH", &[b'p'; 16385]])).await;
+    let (got, closed) = c.read_to_close().await;
+    assert_eq!(String::from_utf8_lossy(&got), "-ERR Protocol error: unauthenticated bulk length\r\n");
+    assert!(closed);
+    // Signed in, and signed out again by RESET.
+    let mut c = s.connect().await;
+    c.roundtrip(&resp(&[b"AUTH", b"s3cret-pw"]), b"+OK\r\n").await;
+    let got = c.request(&eleven).await;
+    assert!(got.starts_with("-ERR unknown command 'NOSUCH'"), "{got:?}");
+    c.roundtrip(&resp(&[b"ECHO", &[b'e'; 20000]]), &[&b"$20000\r\n"[..], &[b'e'; 20000], b"\r\n"].concat()).await;
+    c.roundtrip(&resp(&[b"RESET"]), b"+RESET\r\n").await;
+    c.send(&resp(&eleven)).await;
+    let (got, _) = c.read_to_close().await;
+    assert_eq!(String::from_utf8_lossy(&got), "-ERR Protocol error: unauthenticated multibulk length\r\n");
+    // Without a password nobody is unauthenticated.
+    let open = TestServer::plain().await;
+    let mut c = open.connect().await;
+    let got = c.request(&eleven).await;
+    assert!(got.starts_with("-ERR unknown command 'NOSUCH'"), "{got:?}");
+}
+
+#[tokio::test]
+async fn integer_arguments_follow_the_same_rules_as_request_lengths() {
+    let s = TestServer::plain().await;
+    let mut c = s.connect().await;
+    for bad in [&b"01"[..], b"-0", b"+0", b" 0", b"0x0", b""] {
+        c.roundtrip(&resp(&[b"SELECT", bad]), b"-ERR value is not an integer or out of range\r\n").await;
+    }
+    c.roundtrip(&resp(&[b"SELECT", b"-9223372036854775808"]), b"-ERR DB index is out of range\r\n").await;
+    c.roundtrip(&resp(&[b"SELECT", b"0"]), b"+OK\r\n").await;
+    c.roundtrip(&resp(&[b"HELLO", b"03"]), b"-ERR Protocol version is not an integer or out of range\r\n").await;
+}
