@@ -163,10 +163,11 @@ where
             return close;
         }
         let mid_request = !input.is_empty() || codec.decoder.is_mid_request();
+        // A deadline beyond what the clock can hold is no deadline.
         let deadline = if mid_request {
-            Some(*request_started.get_or_insert_with(tokio::time::Instant::now) + config.request_timeout)
+            request_started.get_or_insert_with(tokio::time::Instant::now).checked_add(config.request_timeout)
         } else {
-            config.idle_timeout.map(|t| last_activity + t)
+            config.idle_timeout.and_then(|t| last_activity.checked_add(t))
         };
         if input.is_empty() && input.capacity() > 2 * chunk {
             // A burst is over: give its buffer back rather than hold it while idle.

@@ -268,3 +268,56 @@ async fn sigterm_lets_the_last_reply_out_and_exits_zero() {
     let (_, closed) = c.read_to_close().await;
     assert!(closed);
 }
+
+/// Runs the binary with these flags, expecting it to refuse them and exit; returns its standard error.
+fn refused_at_start(flags: &[&str]) -> String {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rediscover"))
+        .args(["--listen", "127.0.0.1:0", "--announce-ip", "127.0.0.1", "--docker-host", "/nonexistent"])
+        .args(flags)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the rediscover binary");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let Ok(output) = rx.recv_timeout(Duration::from_secs(5)) else {
+        common::run_ok("kill", &["-KILL", &pid.to_string()]);
+        panic!("rediscover {flags:?} was still running after 5 s instead of refusing the flags");
+    };
+    let output = output.expect("wait for the rediscover binary");
+    assert!(!output.status.success(), "{flags:?} exits non-zero");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_too_large_for_a_deadline_are_refused_at_start() {
+    for (flag, value) in [
+        ("--timeout", "18446744073709551615"),
+        ("--timeout", "2147483648"),
+        ("--request-timeout", "1e18"),
+        ("--request-timeout", "0"),
+        ("--request-timeout", "inf"),
+        ("--docker-timeout", "1e18"),
+        ("--docker-timeout", "0"),
+        ("--docker-timeout", "-1"),
+    ] {
+        let stderr = refused_at_start(&[flag, value]);
+        println!("{flag} {value}: {}", stderr.trim());
+        assert!(stderr.contains(flag), "the message names {flag}: {stderr:?}");
+    }
+    // The largest Redis takes (INT_MAX seconds) is served, and a client's deadline is computed without panic.
+    let s = ServerProcess::start(&[
+        "--docker-host",
+        "/nonexistent",
+        "--timeout",
+        "2147483647",
+        "--request-timeout",
+        "2147483647",
+        "--docker-timeout",
+        "2147483647",
+    ]);
+    let mut c = s.connect().await;
+    c.send(b"*1\r\n$4\r\nPI").await;
+    c.roundtrip(b"NG\r\n", b"+PONG\r\n").await;
+}
