@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
@@ -163,30 +164,48 @@ where
             return close;
         }
         let mid_request = !input.is_empty() || codec.decoder.is_mid_request();
-        // A deadline beyond what the clock can hold is no deadline.
-        let deadline = if mid_request {
-            request_started.get_or_insert_with(tokio::time::Instant::now).checked_add(config.request_timeout)
+        if mid_request {
+            request_started.get_or_insert_with(tokio::time::Instant::now);
         } else {
-            config.idle_timeout.and_then(|t| last_activity.checked_add(t))
-        };
-        if input.is_empty() && input.capacity() > 2 * chunk {
-            // A burst is over: give its buffer back rather than hold it while idle.
-            input = BytesMut::new();
+            // Blank lines and empty arrays end without a request.
+            request_started = None;
         }
         input.reserve(chunk);
-        let room = input.capacity() - input.len();
-        let read = tokio::select! {
-            _ = shutdown.cancelled() => return Close::Shutdown,
-            read = stream.read_buf(&mut input) => read,
-            _ = sleep_until(deadline) => {
-                shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
-                if mid_request {
-                    let ms = config.request_timeout.as_millis();
-                    encode(&mut codec, Reply::error(format!("ERR request not completed within {ms} ms")), &mut output);
-                    let _ = write_out(stream, &mut output, shared).await;
-                    return Close::SlowRequest;
+        let mut room = input.capacity() - input.len();
+        // Take what has already arrived without waiting; only when nothing has is the connection about to wait.
+        // Unconstrained: this probe must not mistake a spent cooperative budget for an idle client.
+        let read = match tokio::task::unconstrained(stream.read_buf(&mut input)).now_or_never() {
+            Some(read) => read,
+            None => {
+                if !mid_request {
+                    // Idle: give the buffers back, so what an idle connection holds does not depend on what it
+                    // sent before (Redis too frees the query buffer of an idle client).
+                    if input.capacity() > READ_CHUNK_IDLE {
+                        input = BytesMut::with_capacity(READ_CHUNK_IDLE);
+                        room = READ_CHUNK_IDLE;
+                    }
+                    output = BytesMut::new();
                 }
-                return Close::Idle;
+                // A deadline beyond what the clock can hold is no deadline.
+                let deadline = match request_started {
+                    Some(started) => started.checked_add(config.request_timeout),
+                    None => config.idle_timeout.and_then(|t| last_activity.checked_add(t)),
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Close::Shutdown,
+                    read = stream.read_buf(&mut input) => read,
+                    _ = sleep_until(deadline) => {
+                        shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
+                        if mid_request {
+                            let ms = config.request_timeout.as_millis();
+                            let error = Reply::error(format!("ERR request not completed within {ms} ms"));
+                            encode(&mut codec, error, &mut output);
+                            let _ = write_out(stream, &mut output, shared).await;
+                            return Close::SlowRequest;
+                        }
+                        return Close::Idle;
+                    }
+                }
             }
         };
         match read {
