@@ -144,8 +144,9 @@ where
             // One unit of tokio's cooperative budget per request: a client that pipelines without pause yields
             // the thread every so many requests, as Redis moves on after each client's batch.
             tokio::task::consume_budget().await;
-            let Some((reply, quit)) = execute(args, shared, session, shutdown).await else {
-                return Close::Shutdown;
+            let (reply, quit) = match execute(args, shared, session, shutdown, stream, &mut input).await {
+                Ok(done) => done,
+                Err(close) => return close,
             };
             codec.protocol = session.protocol;
             codec.decoder.set_unauthenticated(!session.authenticated);
@@ -225,31 +226,36 @@ where
     }
 }
 
-/// Checks auth, runs one request, counts it; the flag says the connection is to close after the reply. `None`
-/// when shutdown interrupted a blocking command.
-async fn execute(
+/// Checks auth, runs one request, counts it; the flag says the connection is to close after the reply. While a
+/// command blocks, the client's socket is watched, so the wait ends when the server shuts down or the client
+/// leaves.
+async fn execute<S: AsyncRead + Unpin>(
     args: Vec<Bytes>,
     shared: &Shared,
     session: &mut Session,
     shutdown: &CancellationToken,
-) -> Option<(Reply, bool)> {
+    stream: &mut S,
+    input: &mut BytesMut,
+) -> Result<(Reply, bool), Close> {
     let command = match Command::parse(&args) {
         Ok(c) => c,
-        Err(e) => return Some((e.reply(), false)),
+        Err(e) => return Ok((e.reply(), false)),
     };
     let name = command.name();
     if !session.authenticated && !command.allowed_before_auth() {
         shared.stats.record(name, true);
-        return Some((Reply::error("NOAUTH Authentication required."), false));
+        return Ok((Reply::error("NOAUTH Authentication required."), false));
     }
     let quit = matches!(command, Command::Quit);
     // Only a blocking MEMBERS waits on anything but a bounded Docker call; the others finish before shutdown
-    // completes, so only it listens for shutdown (which costs a waiter registration per call).
+    // completes, so only it listens for shutdown (which costs a waiter registration per call) and the client.
     let reply = if matches!(&command, Command::Members(m) if m.min > 0) {
         shared.stats.blocked_clients.fetch_add(1, Ordering::Relaxed);
+        let limit = shared.config.limits.max_request_len;
         let reply = tokio::select! {
-            _ = shutdown.cancelled() => None,
-            reply = command.apply(shared, session) => Some(reply),
+            _ = shutdown.cancelled() => Err(Close::Shutdown),
+            left = watch_client(stream, input, limit) => Err(left),
+            reply = command.apply(shared, session) => Ok(reply),
         };
         shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
         reply?
@@ -257,7 +263,23 @@ async fn execute(
         command.apply(shared, session).await
     };
     shared.stats.record(name, reply.is_error());
-    Some((reply, quit))
+    Ok((reply, quit))
+}
+
+/// Reads what a blocked client sends, so that its leaving is noticed, as Redis frees a blocked client whose
+/// socket closes. What arrives is kept in `input` for after the reply, up to `limit` bytes; past that the socket
+/// is no longer read until the wait ends. Returns only when the client left.
+async fn watch_client<S: AsyncRead + Unpin>(stream: &mut S, input: &mut BytesMut, limit: usize) -> Close {
+    while input.len() < limit {
+        let room = limit - input.len();
+        input.reserve(room.min(READ_CHUNK_IDLE));
+        match (&mut *stream).take(room as u64).read_buf(input).await {
+            Ok(0) => return Close::Eof,
+            Ok(_) => {}
+            Err(e) => return Close::Io(e),
+        }
+    }
+    std::future::pending().await
 }
 
 fn encode(codec: &mut RespCodec, reply: Reply, output: &mut BytesMut) {

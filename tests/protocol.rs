@@ -377,3 +377,46 @@ async fn integer_arguments_follow_the_same_rules_as_request_lengths() {
     c.roundtrip(&resp(&[b"SELECT", b"0"]), b"+OK\r\n").await;
     c.roundtrip(&resp(&[b"HELLO", b"03"]), b"-ERR Protocol version is not an integer or out of range\r\n").await;
 }
+
+#[tokio::test]
+async fn clients_that_leave_a_blocking_members_free_their_slots_at_once() {
+    let s = TestServer::in_memory(Config { max_clients: 3, ..Config::default() }, vec![]).await;
+    for _ in 0..3 {
+        let mut c = s.connect().await;
+        c.send(&resp(&[b"MEMBERS", b"MIN", b"5"])).await;
+    }
+    // All three are gone; the server must notice although it is waiting for containers on their behalf.
+    let left = std::time::Instant::now();
+    let deadline = left + std::time::Duration::from_secs(5);
+    let mut fourth = loop {
+        let mut c = s.connect().await;
+        // A refused client is told so and closed, perhaps before the PING is even sent.
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut c.stream, &resp(&[b"PING"])).await;
+        match c.read_reply().await.as_str() {
+            "+PONG\r\n" => break c,
+            "-ERR max number of clients reached\r\n" => {}
+            other => panic!("unexpected reply {other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "no slot was freed within 5 s");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    println!("a fourth client was served {:?} after the blocked three left", left.elapsed());
+    let info = fourth.request(&[b"INFO", b"clients"]).await;
+    assert!(info.contains("connected_clients:1\r\n") && info.contains("blocked_clients:0\r\n"), "{info}");
+}
+
+#[tokio::test]
+async fn requests_sent_during_a_blocking_members_are_answered_after_it() {
+    let s = TestServer::plain().await;
+    let mut c = s.connect().await;
+    c.send(&resp(&[b"MEMBERS", b"MIN", b"1", b"TIMEOUT", b"300"])).await;
+    // Sent while MEMBERS waits: read by the server meanwhile, and answered in order afterwards.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut more = resp(&[b"PING"]);
+    more.extend(resp(&[b"ECHO", b"kept"]));
+    more.extend_from_slice(b"*1\r\n$4\r\nPI");
+    c.send(&more).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    c.send(b"NG\r\n").await;
+    c.roundtrip(b"", b"-TIMEOUT only 0 of 1 members visible after 300 ms\r\n+PONG\r\n$4\r\nkept\r\n+PONG\r\n").await;
+}
