@@ -216,13 +216,6 @@ impl RawClient {
     }
 }
 
-/// Whether `bytes` hold exactly one whole reply, by redis-protocol's decoders.
-pub fn is_complete_reply(bytes: &[u8]) -> bool {
-    let whole = |n: usize| n == bytes.len();
-    matches!(redis_protocol::resp3::decode::complete::decode(bytes), Ok(Some((_, n))) if whole(n))
-        || matches!(redis_protocol::resp2::decode::decode(bytes), Ok(Some((_, n))) if whole(n))
-}
-
 /// Encodes arguments as a RESP array of bulk strings.
 pub fn resp(args: &[&[u8]]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
