@@ -420,3 +420,17 @@ async fn requests_sent_during_a_blocking_members_are_answered_after_it() {
     c.send(b"NG\r\n").await;
     c.roundtrip(b"", b"-TIMEOUT only 0 of 1 members visible after 300 ms\r\n+PONG\r\n$4\r\nkept\r\n+PONG\r\n").await;
 }
+
+#[tokio::test]
+async fn more_pipelined_than_a_request_may_hold_during_a_blocking_members_is_all_answered() {
+    let limits = rediscover::protocol::DecodeLimits { max_request_len: 1024, ..Default::default() };
+    let s = TestServer::in_memory(Config { limits, ..Config::default() }, vec![]).await;
+    let mut c = s.connect().await;
+    c.send(&resp(&[b"MEMBERS", b"MIN", b"1", b"TIMEOUT", b"200"])).await;
+    // Four times what the server reads while MEMBERS waits: the rest waits in the socket, nothing is lost.
+    let pings = resp(&[b"PING"]).repeat(4096 / 14);
+    c.send(&pings).await;
+    let mut expected = b"-TIMEOUT only 0 of 1 members visible after 200 ms\r\n".to_vec();
+    expected.extend(b"+PONG\r\n".repeat(4096 / 14));
+    c.roundtrip(b"", &expected).await;
+}
