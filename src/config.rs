@@ -36,6 +36,10 @@ pub struct Config {
     pub max_members_wait: Duration,
 }
 
+/// The longest any timeout may be: Redis takes at most INT_MAX seconds for `timeout`, and a deadline that far
+/// ahead still fits the clock, where a larger one would overflow it.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(i32::MAX as u64);
+
 /// The data port Redis listens on inside each container.
 pub const DEFAULT_DATA_PORT: u16 = 6379;
 /// Redis puts the cluster bus at the data port plus this.

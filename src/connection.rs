@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
@@ -117,6 +118,7 @@ where
 {
     let config = &shared.config;
     let mut codec = RespCodec::new(RequestDecoder::new(config.limits));
+    codec.decoder.set_unauthenticated(!session.authenticated);
     let mut input = BytesMut::new();
     let mut chunk = READ_CHUNK_IDLE;
     let mut output = BytesMut::new();
@@ -142,10 +144,12 @@ where
             // One unit of tokio's cooperative budget per request: a client that pipelines without pause yields
             // the thread every so many requests, as Redis moves on after each client's batch.
             tokio::task::consume_budget().await;
-            let Some((reply, quit)) = execute(args, shared, session, shutdown).await else {
-                return Close::Shutdown;
+            let (reply, quit) = match execute(args, shared, session, shutdown, stream, &mut input).await {
+                Ok(done) => done,
+                Err(close) => return close,
             };
             codec.protocol = session.protocol;
+            codec.decoder.set_unauthenticated(!session.authenticated);
             encode(&mut codec, reply, &mut output);
             if quit {
                 let _ = write_out(stream, &mut output, shared).await;
@@ -161,29 +165,48 @@ where
             return close;
         }
         let mid_request = !input.is_empty() || codec.decoder.is_mid_request();
-        let deadline = if mid_request {
-            Some(*request_started.get_or_insert_with(tokio::time::Instant::now) + config.request_timeout)
+        if mid_request {
+            request_started.get_or_insert_with(tokio::time::Instant::now);
         } else {
-            config.idle_timeout.map(|t| last_activity + t)
-        };
-        if input.is_empty() && input.capacity() > 2 * chunk {
-            // A burst is over: give its buffer back rather than hold it while idle.
-            input = BytesMut::new();
+            // Blank lines and empty arrays end without a request.
+            request_started = None;
         }
         input.reserve(chunk);
-        let room = input.capacity() - input.len();
-        let read = tokio::select! {
-            _ = shutdown.cancelled() => return Close::Shutdown,
-            read = stream.read_buf(&mut input) => read,
-            _ = sleep_until(deadline) => {
-                shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
-                if mid_request {
-                    let ms = config.request_timeout.as_millis();
-                    encode(&mut codec, Reply::error(format!("ERR request not completed within {ms} ms")), &mut output);
-                    let _ = write_out(stream, &mut output, shared).await;
-                    return Close::SlowRequest;
+        let mut room = input.capacity() - input.len();
+        // Take what has already arrived without waiting; only when nothing has is the connection about to wait.
+        // Unconstrained: this probe must not mistake a spent cooperative budget for an idle client.
+        let read = match tokio::task::unconstrained(stream.read_buf(&mut input)).now_or_never() {
+            Some(read) => read,
+            None => {
+                if !mid_request {
+                    // Idle: give the buffers back, so what an idle connection holds does not depend on what it
+                    // sent before (Redis too frees the query buffer of an idle client).
+                    if input.capacity() > READ_CHUNK_IDLE {
+                        input = BytesMut::with_capacity(READ_CHUNK_IDLE);
+                        room = READ_CHUNK_IDLE;
+                    }
+                    output = BytesMut::new();
                 }
-                return Close::Idle;
+                // A deadline beyond what the clock can hold is no deadline.
+                let deadline = match request_started {
+                    Some(started) => started.checked_add(config.request_timeout),
+                    None => config.idle_timeout.and_then(|t| last_activity.checked_add(t)),
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Close::Shutdown,
+                    read = stream.read_buf(&mut input) => read,
+                    _ = sleep_until(deadline) => {
+                        shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
+                        if mid_request {
+                            let ms = config.request_timeout.as_millis();
+                            let error = Reply::error(format!("ERR request not completed within {ms} ms"));
+                            encode(&mut codec, error, &mut output);
+                            let _ = write_out(stream, &mut output, shared).await;
+                            return Close::SlowRequest;
+                        }
+                        return Close::Idle;
+                    }
+                }
             }
         };
         match read {
@@ -203,31 +226,36 @@ where
     }
 }
 
-/// Checks auth, runs one request, counts it; the flag says the connection is to close after the reply. `None`
-/// when shutdown interrupted a blocking command.
-async fn execute(
+/// Checks auth, runs one request, counts it; the flag says the connection is to close after the reply. While a
+/// command blocks, the client's socket is watched, so the wait ends when the server shuts down or the client
+/// leaves.
+async fn execute<S: AsyncRead + Unpin>(
     args: Vec<Bytes>,
     shared: &Shared,
     session: &mut Session,
     shutdown: &CancellationToken,
-) -> Option<(Reply, bool)> {
+    stream: &mut S,
+    input: &mut BytesMut,
+) -> Result<(Reply, bool), Close> {
     let command = match Command::parse(&args) {
         Ok(c) => c,
-        Err(e) => return Some((e.reply(), false)),
+        Err(e) => return Ok((e.reply(), false)),
     };
     let name = command.name();
     if !session.authenticated && !command.allowed_before_auth() {
         shared.stats.record(name, true);
-        return Some((Reply::error("NOAUTH Authentication required."), false));
+        return Ok((Reply::error("NOAUTH Authentication required."), false));
     }
     let quit = matches!(command, Command::Quit);
     // Only a blocking MEMBERS waits on anything but a bounded Docker call; the others finish before shutdown
-    // completes, so only it listens for shutdown (which costs a waiter registration per call).
+    // completes, so only it listens for shutdown (which costs a waiter registration per call) and the client.
     let reply = if matches!(&command, Command::Members(m) if m.min > 0) {
         shared.stats.blocked_clients.fetch_add(1, Ordering::Relaxed);
+        let limit = shared.config.limits.max_request_len;
         let reply = tokio::select! {
-            _ = shutdown.cancelled() => None,
-            reply = command.apply(shared, session) => Some(reply),
+            _ = shutdown.cancelled() => Err(Close::Shutdown),
+            left = watch_client(stream, input, limit) => Err(left),
+            reply = command.apply(shared, session) => Ok(reply),
         };
         shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
         reply?
@@ -235,7 +263,23 @@ async fn execute(
         command.apply(shared, session).await
     };
     shared.stats.record(name, reply.is_error());
-    Some((reply, quit))
+    Ok((reply, quit))
+}
+
+/// Reads what a blocked client sends, so that its leaving is noticed, as Redis frees a blocked client whose
+/// socket closes. What arrives is kept in `input` for after the reply, up to `limit` bytes; past that the socket
+/// is no longer read until the wait ends. Returns only when the client left.
+async fn watch_client<S: AsyncRead + Unpin>(stream: &mut S, input: &mut BytesMut, limit: usize) -> Close {
+    while input.len() < limit {
+        let room = limit - input.len();
+        input.reserve(room.min(READ_CHUNK_IDLE));
+        match (&mut *stream).take(room as u64).read_buf(input).await {
+            Ok(0) => return Close::Eof,
+            Ok(_) => {}
+            Err(e) => return Close::Io(e),
+        }
+    }
+    std::future::pending().await
 }
 
 fn encode(codec: &mut RespCodec, reply: Reply, output: &mut BytesMut) {

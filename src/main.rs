@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use rediscover::config::{self, resolve_announce_ip, BUS_PORT_OFFSET, DEFAULT_DATA_PORT};
+use rediscover::config::{self, resolve_announce_ip, BUS_PORT_OFFSET, DEFAULT_DATA_PORT, MAX_TIMEOUT};
 use rediscover::docker::LabelFilter;
 use rediscover::protocol::DecodeLimits;
 use rediscover::{Config, DockerClient, Ports};
@@ -31,8 +31,8 @@ struct Cli {
     #[arg(long, env = "REDISCOVER_DOCKER_HOST")]
     docker_host: Option<String>,
     /// Seconds one Docker request may take.
-    #[arg(long, env = "REDISCOVER_DOCKER_TIMEOUT", default_value_t = 5.0)]
-    docker_timeout: f64,
+    #[arg(long, env = "REDISCOVER_DOCKER_TIMEOUT", default_value = "5", value_parser = seconds, allow_negative_numbers = true)]
+    docker_timeout: Duration,
     /// The container port Redis serves clients on.
     #[arg(long, env = "REDISCOVER_DATA_PORT", default_value_t = DEFAULT_DATA_PORT)]
     data_port: u16,
@@ -48,12 +48,13 @@ struct Cli {
     /// Most clients connected at once (Redis: maxclients).
     #[arg(long, env = "REDISCOVER_MAX_CLIENTS", default_value_t = 10_000)]
     max_clients: usize,
-    /// Close clients idle for this many seconds; 0 never (Redis: timeout).
-    #[arg(long, env = "REDISCOVER_TIMEOUT", default_value_t = 0)]
+    /// Close clients idle for this many seconds; 0 never (Redis: timeout, at most 2147483647).
+    #[arg(long, env = "REDISCOVER_TIMEOUT", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(..=MAX_TIMEOUT.as_secs()))]
     timeout: u64,
     /// Seconds a started request may take to arrive in full, and a client may leave replies unread.
-    #[arg(long, env = "REDISCOVER_REQUEST_TIMEOUT", default_value_t = 10.0)]
-    request_timeout: f64,
+    #[arg(long, env = "REDISCOVER_REQUEST_TIMEOUT", default_value = "10", value_parser = seconds, allow_negative_numbers = true)]
+    request_timeout: Duration,
     /// Longest bulk string in a request, in bytes (Redis: proto-max-bulk-len).
     #[arg(long, env = "REDISCOVER_MAX_BULK_LEN", default_value_t = DecodeLimits::default().max_bulk_len)]
     max_bulk_len: usize,
@@ -105,7 +106,7 @@ fn main() -> anyhow::Result<()> {
         bus_port: cli.bus_port.unwrap_or(cli.data_port.saturating_add(BUS_PORT_OFFSET)),
         require_label: cli.require_label,
         requirepass: cli.requirepass,
-        docker_timeout: seconds(cli.docker_timeout, "--docker-timeout")?,
+        docker_timeout: cli.docker_timeout,
         limits: DecodeLimits {
             max_bulk_len: cli.max_bulk_len,
             max_args: cli.max_args,
@@ -114,7 +115,7 @@ fn main() -> anyhow::Result<()> {
         },
         max_clients: cli.max_clients,
         idle_timeout: (cli.timeout > 0).then(|| Duration::from_secs(cli.timeout)),
-        request_timeout: seconds(cli.request_timeout, "--request-timeout")?,
+        request_timeout: cli.request_timeout,
         max_output_bytes: cli.max_output,
         ..Config::default()
     };
@@ -152,8 +153,15 @@ fn ping(listen: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value).with_context(|| format!("{flag} must be a non-negative number of seconds"))
+/// Reads a timeout flag in seconds when the flags are parsed, so a bad value stops the start with a message
+/// naming the flag: more than 0 (a zero timeout would fail every request) and at most `MAX_TIMEOUT`, beyond
+/// which a deadline would overflow the clock.
+fn seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text.parse().map_err(|_| "not a number of seconds".to_string())?;
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= MAX_TIMEOUT)
+        .ok_or_else(|| format!("must be more than 0 and at most {} seconds", MAX_TIMEOUT.as_secs()))
 }
 
 fn init_tracing(format: LogFormat) {

@@ -268,3 +268,99 @@ async fn sigterm_lets_the_last_reply_out_and_exits_zero() {
     let (_, closed) = c.read_to_close().await;
     assert!(closed);
 }
+
+/// Runs the binary with these flags, expecting it to refuse them and exit; returns its standard error.
+fn refused_at_start(flags: &[&str]) -> String {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rediscover"))
+        .args(["--listen", "127.0.0.1:0", "--announce-ip", "127.0.0.1", "--docker-host", "/nonexistent"])
+        .args(flags)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the rediscover binary");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let Ok(output) = rx.recv_timeout(Duration::from_secs(5)) else {
+        common::run_ok("kill", &["-KILL", &pid.to_string()]);
+        panic!("rediscover {flags:?} was still running after 5 s instead of refusing the flags");
+    };
+    let output = output.expect("wait for the rediscover binary");
+    assert!(!output.status.success(), "{flags:?} exits non-zero");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_too_large_for_a_deadline_are_refused_at_start() {
+    for (flag, value) in [
+        ("--timeout", "18446744073709551615"),
+        ("--timeout", "2147483648"),
+        ("--request-timeout", "1e18"),
+        ("--request-timeout", "0"),
+        ("--request-timeout", "inf"),
+        ("--docker-timeout", "1e18"),
+        ("--docker-timeout", "0"),
+        ("--docker-timeout", "-1"),
+    ] {
+        let stderr = refused_at_start(&[flag, value]);
+        println!("{flag} {value}: {}", stderr.trim());
+        assert!(stderr.contains(flag), "the message names {flag}: {stderr:?}");
+    }
+    // The largest Redis takes (INT_MAX seconds) is served, and a client's deadline is computed without panic.
+    let s = ServerProcess::start(&[
+        "--docker-host",
+        "/nonexistent",
+        "--timeout",
+        "2147483647",
+        "--request-timeout",
+        "2147483647",
+        "--docker-timeout",
+        "2147483647",
+    ]);
+    let mut c = s.connect().await;
+    c.send(b"*1\r\n$4\r\nPI").await;
+    c.roundtrip(b"NG\r\n", b"+PONG\r\n").await;
+}
+
+/// Opens `n` connections that each send `batch` and read `replies` replies, then stay open; returns them and
+/// how much the server's resident memory grew, in KiB.
+async fn open_idle(s: &ServerProcess, n: usize, batch: &[u8], replies: usize) -> (Vec<RawClient>, u64) {
+    let before = s.rss_kib();
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut c = s.connect().await;
+        c.send(batch).await;
+        for _ in 0..replies {
+            let reply = c.read_reply().await;
+            assert!(!reply.starts_with('-'), "{reply:?}");
+        }
+        clients.push(c);
+    }
+    // One more round trip, so the server has seen every connection go quiet before we measure.
+    s.connect().await.roundtrip(&resp(&[b"PING"]), b"+PONG\r\n").await;
+    (clients, s.rss_kib().saturating_sub(before))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_holds_the_same_memory_whatever_it_sent_before() {
+    const N: usize = 200;
+    let s = server();
+    let big = vec![b'x'; 60 * 1024];
+    let (_plain, plain) = open_idle(&s, N, &resp(&[b"PING"]), 1).await;
+    let mut echo_then_names = resp(&[b"ECHO", &big]);
+    echo_then_names.extend(resp(&[b"CLIENT", b"SETNAME", b"after-a-big-request"]));
+    echo_then_names.extend(resp(&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"some-lib"]));
+    echo_then_names.extend(resp(&[b"CLIENT", b"SETINFO", b"LIB-VER", b"1.2.3"]));
+    let (_named, named) = open_idle(&s, N, &echo_then_names, 4).await;
+    let mut echo_then_hello = resp(&[b"ECHO", &big]);
+    echo_then_hello.extend(resp(&[b"HELLO", b"2", b"SETNAME", b"named-by-hello"]));
+    let (_hello, hello) = open_idle(&s, N, &echo_then_hello, 2).await;
+    println!(
+        "{N} idle connections: {plain} KiB after PING, {named} KiB after 60 KB ECHO + CLIENT SETNAME/SETINFO, \
+         {hello} KiB after 60 KB ECHO + HELLO SETNAME"
+    );
+    // Allow for the one request's buffers the allocator keeps for reuse, and for the noise of page counting.
+    let bound = 2 * plain + 512;
+    assert!(named < bound, "after a big request and CLIENT SETNAME: {named} KiB, plain: {plain} KiB");
+    assert!(hello < bound, "after a big request and HELLO SETNAME: {hello} KiB, plain: {plain} KiB");
+}

@@ -99,17 +99,14 @@ async fn unknown_commands_and_wrong_arity_keep_the_connection_open() {
 async fn hello_switches_to_resp3_and_reset_switches_back() {
     let s = server().await;
     let mut c = s.connect().await;
-    c.send(&resp(&[b"HELLO", b"3", b"SETNAME", b"me"])).await;
-    let head = c.read_exact_len(4).await;
-    assert_eq!(head, b"%7\r\n", "HELLO 3 answers a RESP3 map of 7 fields");
-    let body = c.read_exact_len(200).await;
-    let text = String::from_utf8_lossy(&body);
+    let text = c.request(&[b"HELLO", b"3", b"SETNAME", b"me"]).await;
+    assert!(text.starts_with("%7\r\n"), "HELLO 3 answers a RESP3 map of 7 fields: {text:?}");
     for field in
         ["$6\r\nserver\r\n$10\r\nrediscover\r\n", "$5\r\nproto\r\n:3\r\n", "$4\r\nmode\r\n$10\r\nstandalone\r\n"]
     {
         assert!(text.contains(field), "{field:?} in {text:?}");
     }
-    let _ = c.read_exact_len(1000).await;
+    c.roundtrip(&resp(&[b"CLIENT", b"GETNAME"]), b"$2\r\nme\r\n").await;
     let mut c = s.connect().await;
     assert!(c.request(&[b"HELLO", b"3"]).await.starts_with("%7\r\n"));
     c.roundtrip(&resp(&[b"CLIENT", b"GETNAME"]), b"_\r\n").await;
@@ -143,15 +140,12 @@ async fn client_subcommands_track_this_connection() {
     .await;
     c.roundtrip(&resp(&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"test"]), b"+OK\r\n").await;
     c.roundtrip(&resp(&[b"CLIENT", b"NOPE"]), b"-ERR unknown subcommand 'nope'. Try CLIENT HELP.\r\n").await;
-    c.send(&resp(&[b"CLIENT", b"ID"])).await;
-    let id = c.read_exact_len(3).await;
-    assert!(id.starts_with(b":"), "{id:?}");
-    let _ = c.read_exact_len(1).await;
-    c.send(&resp(&[b"CLIENT", b"INFO"])).await;
-    let head = c.read_exact_len(4).await;
-    assert!(head.starts_with(b"$"), "CLIENT INFO is a bulk string in RESP2");
-    let body = String::from_utf8_lossy(&c.read_exact_len(120).await).into_owned();
-    assert!(body.contains("name=node-7") && body.contains("lib-name=test") && body.contains("resp=2"), "{body}");
+    let id = c.request(&[b"CLIENT", b"ID"]).await;
+    let number = id.strip_prefix(':').and_then(|i| i.strip_suffix("\r\n")).and_then(|i| i.parse::<u64>().ok());
+    assert!(number.is_some(), "CLIENT ID is an integer: {id:?}");
+    let info = c.request(&[b"CLIENT", b"INFO"]).await;
+    assert!(info.starts_with('$'), "CLIENT INFO is a bulk string in RESP2: {info:?}");
+    assert!(info.contains("name=node-7") && info.contains("lib-name=test") && info.contains("resp=2"), "{info}");
 }
 
 #[tokio::test]
@@ -159,10 +153,9 @@ async fn command_count_info_and_docs_describe_the_table() {
     let s = server().await;
     let mut c = s.connect().await;
     c.roundtrip(&resp(&[b"COMMAND", b"COUNT"]), b":12\r\n").await;
-    c.send(&resp(&[b"COMMAND", b"INFO", b"discover", b"nosuch"])).await;
-    let got = String::from_utf8_lossy(&c.read_exact_len(40).await).into_owned();
+    let got = c.request(&[b"COMMAND", b"INFO", b"discover", b"nosuch"]).await;
     assert!(got.starts_with("*2\r\n*10\r\n$8\r\ndiscover\r\n:-2\r\n"), "{got:?}");
-    let mut c = s.connect().await;
+    assert!(got.ends_with("$-1\r\n"), "an unknown command's info is null: {got:?}");
     let got = c.request(&[b"COMMAND", b"DOCS", b"members"]).await;
     assert!(got.starts_with("*2\r\n$7\r\nmembers\r\n"), "{got:?}");
     assert!(got.contains("$7\r\nsummary\r\n") && got.contains("$5\r\nLABEL\r\n"), "{got:?}");
@@ -301,10 +294,144 @@ async fn requirepass_gates_every_command_but_auth_hello_ping_and_quit() {
     let info = c.request(&[b"INFO"]).await;
     assert!(info.contains("# Server") && !info.contains("s3cret"), "INFO never shows the password");
     let mut c = s.connect().await;
-    c.send(&resp(&[b"HELLO", b"3", b"AUTH", b"default", b"s3cret-pw"])).await;
-    assert_eq!(c.read_exact_len(4).await, b"%7\r\n");
+    let got = c.request(&[b"HELLO", b"3", b"AUTH", b"default", b"s3cret-pw"]).await;
+    assert!(got.starts_with("%7\r\n"), "HELLO with AUTH signs in and answers the map: {got:?}");
+    c.roundtrip(&resp(&[b"DISCOVER", b"node-1"]), b"$21\r\n127.0.0.1:30001@40001\r\n").await;
     let mut c = s.connect().await;
     c.roundtrip(&resp(&[b"AUTH", b"default", b"s3cret-pw"]), b"+OK\r\n").await;
     c.roundtrip(&resp(&[b"RESET"]), b"+RESET\r\n").await;
     c.roundtrip(&resp(&[b"DISCOVER", b"node-1"]), b"-NOAUTH Authentication required.\r\n").await;
+}
+
+#[tokio::test]
+async fn reset_before_auth_is_answered_and_leaves_the_client_signed_out() {
+    let config = Config { requirepass: Some("s3cret-pw".into()), ..Config::default() };
+    let s = TestServer::in_memory(config, vec![]).await;
+    let mut c = s.connect().await;
+    c.roundtrip(&resp(&[b"RESET"]), b"+RESET\r\n").await;
+    c.roundtrip(&resp(&[b"INFO"]), b"-NOAUTH Authentication required.\r\n").await;
+    c.roundtrip(&resp(&[b"AUTH", b"s3cret-pw"]), b"+OK\r\n").await;
+    let flags = c.request(&[b"COMMAND", b"INFO", b"reset"]).await;
+    assert!(flags.contains("+no-auth\r\n"), "the table says RESET needs no AUTH: {flags:?}");
+}
+
+#[tokio::test]
+async fn hello_and_info_report_the_same_redis_version() {
+    let s = TestServer::plain().await;
+    let mut c = s.connect().await;
+    let hello = c.request(&[b"HELLO", b"3"]).await;
+    assert!(hello.contains("$7\r\nversion\r\n$5\r\n7.0.0\r\n"), "HELLO answers the Redis protocol level: {hello:?}");
+    let info = c.request(&[b"INFO", b"server"]).await;
+    assert!(info.contains("redis_version:7.0.0\r\n"), "{info}");
+    let own = format!("rediscover_version:{}\r\n", env!("CARGO_PKG_VERSION"));
+    assert!(info.contains(&own), "{own:?} in {info}");
+}
+
+#[tokio::test]
+async fn an_unauthenticated_client_gets_redis_smaller_request_limits() {
+    let config = Config { requirepass: Some("s3cret-pw".into()), ..Config::default() };
+    let s = TestServer::in_memory(config, vec![]).await;
+    let ten: Vec<&[u8]> = std::iter::once(&b"NOSUCH"[..]).chain(std::iter::repeat_n(&b"x"[..], 9)).collect();
+    let eleven: Vec<&[u8]> = std::iter::once(&b"NOSUCH"[..]).chain(std::iter::repeat_n(&b"x"[..], 10)).collect();
+    let mut c = s.connect().await;
+    let got = c.request(&ten).await;
+    assert!(got.starts_with("-ERR unknown command 'NOSUCH'"), "ten arguments are read: {got:?}");
+    c.roundtrip(
+        &resp(&[b"AUTH", &[b'p'; 16384]]),
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    )
+    .await;
+    c.send(&resp(&eleven)).await;
+    let (got, closed) = c.read_to_close().await;
+    assert_eq!(String::from_utf8_lossy(&got), "-ERR Protocol error: unauthenticated multibulk length\r\n");
+    assert!(closed);
+    let mut c = s.connect().await;
+    c.send(&resp(&[b"AUTH", &[b'p'; 16385]])).await;
+    let (got, closed) = c.read_to_close().await;
+    assert_eq!(String::from_utf8_lossy(&got), "-ERR Protocol error: unauthenticated bulk length\r\n");
+    assert!(closed);
+    // Signed in, and signed out again by RESET.
+    let mut c = s.connect().await;
+    c.roundtrip(&resp(&[b"AUTH", b"s3cret-pw"]), b"+OK\r\n").await;
+    let got = c.request(&eleven).await;
+    assert!(got.starts_with("-ERR unknown command 'NOSUCH'"), "{got:?}");
+    c.roundtrip(&resp(&[b"ECHO", &[b'e'; 20000]]), &[&b"$20000\r\n"[..], &[b'e'; 20000], b"\r\n"].concat()).await;
+    c.roundtrip(&resp(&[b"RESET"]), b"+RESET\r\n").await;
+    c.send(&resp(&eleven)).await;
+    let (got, _) = c.read_to_close().await;
+    assert_eq!(String::from_utf8_lossy(&got), "-ERR Protocol error: unauthenticated multibulk length\r\n");
+    // Without a password nobody is unauthenticated.
+    let open = TestServer::plain().await;
+    let mut c = open.connect().await;
+    let got = c.request(&eleven).await;
+    assert!(got.starts_with("-ERR unknown command 'NOSUCH'"), "{got:?}");
+}
+
+#[tokio::test]
+async fn integer_arguments_follow_the_same_rules_as_request_lengths() {
+    let s = TestServer::plain().await;
+    let mut c = s.connect().await;
+    for bad in [&b"01"[..], b"-0", b"+0", b" 0", b"0x0", b""] {
+        c.roundtrip(&resp(&[b"SELECT", bad]), b"-ERR value is not an integer or out of range\r\n").await;
+    }
+    c.roundtrip(&resp(&[b"SELECT", b"-9223372036854775808"]), b"-ERR DB index is out of range\r\n").await;
+    c.roundtrip(&resp(&[b"SELECT", b"0"]), b"+OK\r\n").await;
+    c.roundtrip(&resp(&[b"HELLO", b"03"]), b"-ERR Protocol version is not an integer or out of range\r\n").await;
+}
+
+#[tokio::test]
+async fn clients_that_leave_a_blocking_members_free_their_slots_at_once() {
+    let s = TestServer::in_memory(Config { max_clients: 3, ..Config::default() }, vec![]).await;
+    for _ in 0..3 {
+        let mut c = s.connect().await;
+        c.send(&resp(&[b"MEMBERS", b"MIN", b"5"])).await;
+    }
+    // All three are gone; the server must notice although it is waiting for containers on their behalf.
+    let left = std::time::Instant::now();
+    let deadline = left + std::time::Duration::from_secs(5);
+    let mut fourth = loop {
+        let mut c = s.connect().await;
+        // A refused client is told so and closed, perhaps before the PING is even sent.
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut c.stream, &resp(&[b"PING"])).await;
+        match c.read_reply().await.as_str() {
+            "+PONG\r\n" => break c,
+            "-ERR max number of clients reached\r\n" => {}
+            other => panic!("unexpected reply {other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "no slot was freed within 5 s");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    println!("a fourth client was served {:?} after the blocked three left", left.elapsed());
+    let info = fourth.request(&[b"INFO", b"clients"]).await;
+    assert!(info.contains("connected_clients:1\r\n") && info.contains("blocked_clients:0\r\n"), "{info}");
+}
+
+#[tokio::test]
+async fn requests_sent_during_a_blocking_members_are_answered_after_it() {
+    let s = TestServer::plain().await;
+    let mut c = s.connect().await;
+    c.send(&resp(&[b"MEMBERS", b"MIN", b"1", b"TIMEOUT", b"300"])).await;
+    // Sent while MEMBERS waits: read by the server meanwhile, and answered in order afterwards.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut more = resp(&[b"PING"]);
+    more.extend(resp(&[b"ECHO", b"kept"]));
+    more.extend_from_slice(b"*1\r\n$4\r\nPI");
+    c.send(&more).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    c.send(b"NG\r\n").await;
+    c.roundtrip(b"", b"-TIMEOUT only 0 of 1 members visible after 300 ms\r\n+PONG\r\n$4\r\nkept\r\n+PONG\r\n").await;
+}
+
+#[tokio::test]
+async fn more_pipelined_than_a_request_may_hold_during_a_blocking_members_is_all_answered() {
+    let limits = rediscover::protocol::DecodeLimits { max_request_len: 1024, ..Default::default() };
+    let s = TestServer::in_memory(Config { limits, ..Config::default() }, vec![]).await;
+    let mut c = s.connect().await;
+    c.send(&resp(&[b"MEMBERS", b"MIN", b"1", b"TIMEOUT", b"200"])).await;
+    // Four times what the server reads while MEMBERS waits: the rest waits in the socket, nothing is lost.
+    let pings = resp(&[b"PING"]).repeat(4096 / 14);
+    c.send(&pings).await;
+    let mut expected = b"-TIMEOUT only 0 of 1 members visible after 200 ms\r\n".to_vec();
+    expected.extend(b"+PONG\r\n".repeat(4096 / 14));
+    c.roundtrip(b"", &expected).await;
 }

@@ -84,17 +84,21 @@ impl ClientCmd {
 }
 
 /// A connection name: Redis refuses spaces, newlines and other special characters in it.
+///
+/// The name is copied: the argument is a slice of the connection's read buffer, and a stored slice would keep
+/// that whole buffer alive for as long as the name is set.
 pub fn valid_name(name: &Bytes) -> Result<Bytes, CommandError> {
     if name.iter().all(|b| (b'!'..=b'~').contains(b)) {
-        Ok(name.clone())
+        Ok(Bytes::copy_from_slice(name))
     } else {
         Err(CommandError::Invalid("ERR Client names cannot contain spaces, newlines or special characters.".into()))
     }
 }
 
+/// A library name or version, copied for the same reason as a name.
 fn valid_info(value: &Bytes) -> Result<Bytes, CommandError> {
     if value.iter().all(|b| (b'!'..=b'~').contains(b)) {
-        Ok(value.clone())
+        Ok(Bytes::copy_from_slice(value))
     } else {
         Err(CommandError::Invalid(
             "ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.".into(),

@@ -196,7 +196,11 @@ pub static COMMANDS: &[CommandSpec] = &[
         complexity: "O(N) where N is the number of containers",
         ..cmd("members", -1, "", MEMBERS_ARGS)
     },
-    cmd("ping", -1, "Returns the server's liveliness response.", &[optional(arg("message", "string"))]),
+    // Unlike Redis, PING answers before AUTH: the --ping healthcheck knows no password.
+    CommandSpec {
+        flags: &["fast", "no-auth"],
+        ..cmd("ping", -1, "Returns the server's liveliness response.", &[optional(arg("message", "string"))])
+    },
     CommandSpec {
         flags: &["loading", "stale", "fast", "no-auth", "allow-busy"],
         ..cmd("quit", -1, "Closes the connection.", &[])

@@ -85,7 +85,7 @@ impl Hello {
         }
         Reply::Map(vec![
             (Reply::static_text("server"), Reply::static_text("rediscover")),
-            (Reply::static_text("version"), Reply::static_text(env!("CARGO_PKG_VERSION"))),
+            (Reply::static_text("version"), Reply::static_text(super::REDIS_VERSION)),
             (Reply::static_text("proto"), Reply::Integer(session.protocol.version())),
             (Reply::static_text("id"), Reply::Integer(session.id as i64)),
             (Reply::static_text("mode"), Reply::static_text("standalone")),

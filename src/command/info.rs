@@ -54,8 +54,7 @@ fn write_section(out: &mut String, section: &str, shared: &Shared) {
     };
     match section {
         "server" => {
-            // Clients read redis_version to pick features; rediscover speaks the protocol of Redis 7.
-            line("redis_version", &"7.0.0");
+            line("redis_version", &super::REDIS_VERSION);
             line("rediscover_version", &env!("CARGO_PKG_VERSION"));
             line("redis_mode", &"standalone");
             line("process_id", &std::process::id());

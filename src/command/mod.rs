@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 use crate::connection::Session;
-use crate::protocol::Reply;
+use crate::protocol::{string2ll, Reply};
 use crate::server::Shared;
 
 pub use client::ClientCmd;
@@ -93,6 +93,11 @@ impl CommandError {
     }
 }
 
+/// The Redis version whose protocol rediscover speaks. HELLO's `version` and INFO's `redis_version` both answer
+/// it, because clients compare them with Redis versions to choose features; INFO's `rediscover_version` says
+/// which rediscover this is.
+pub const REDIS_VERSION: &str = "7.0.0";
+
 /// How much of a bad request an error reply quotes (Redis: 128 characters).
 const QUOTE_LIMIT: usize = 128;
 
@@ -153,9 +158,10 @@ impl Command {
         }
     }
 
-    /// Whether a client that has not authenticated may run it.
+    /// Whether a client that has not authenticated may run it: the command table's `no-auth` flag says, so
+    /// COMMAND INFO and the server cannot disagree.
     pub fn allowed_before_auth(&self) -> bool {
-        matches!(self, Command::Auth(_) | Command::Hello(_) | Command::Ping(_) | Command::Quit)
+        command_docs::find(self.name()).is_some_and(|spec| spec.flags.contains(&"no-auth"))
     }
 
     /// Runs the command for one connection.
@@ -203,13 +209,9 @@ pub fn arg_str(arg: &Bytes) -> Cow<'_, str> {
     String::from_utf8_lossy(arg)
 }
 
-/// An argument as a signed integer, as Redis's string2ll reads it.
+/// An argument as a signed integer, read as the decoder reads request lengths (Redis's string2ll).
 pub fn parse_int(arg: &Bytes) -> Result<i64, CommandError> {
-    std::str::from_utf8(arg)
-        .ok()
-        .filter(|s| !s.starts_with('+') && !s.is_empty())
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or(CommandError::NotInteger)
+    string2ll(arg).ok_or(CommandError::NotInteger)
 }
 
 /// Whether an argument equals a keyword, ignoring case.
@@ -270,9 +272,25 @@ mod tests {
     }
 
     #[test]
+    fn only_commands_flagged_no_auth_run_before_auth() {
+        for (words, allowed) in [
+            (&["AUTH", "pw"][..], true),
+            (&["HELLO"], true),
+            (&["PING"], true),
+            (&["QUIT"], true),
+            (&["RESET"], true),
+            (&["INFO"], false),
+            (&["CLIENT", "ID"], false),
+            (&["DISCOVER", "x"], false),
+        ] {
+            assert_eq!(parse(words).unwrap().allowed_before_auth(), allowed, "{words:?}");
+        }
+    }
+
+    #[test]
     fn integers_parse_like_string2ll() {
         assert_eq!(parse_int(&Bytes::from_static(b"-12")), Ok(-12));
-        for bad in ["", "+1", "1.0", " 1", "99999999999999999999", "x"] {
+        for bad in ["", "+1", "1.0", " 1", "99999999999999999999", "x", "01", "-0"] {
             assert_eq!(parse_int(&Bytes::copy_from_slice(bad.as_bytes())), Err(CommandError::NotInteger), "{bad}");
         }
     }

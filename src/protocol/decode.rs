@@ -31,6 +31,12 @@ impl Default for DecodeLimits {
     }
 }
 
+/// Most arguments in a request from a client that must authenticate and has not yet (Redis: a fixed 10 in
+/// processMultibulkBuffer); not a flag, as it is not a setting in Redis either.
+pub const UNAUTHENTICATED_MAX_ARGS: i64 = 10;
+/// Longest bulk string from a client that must authenticate and has not yet (Redis: a fixed 16384).
+pub const UNAUTHENTICATED_MAX_BULK_LEN: i64 = 16384;
+
 /// Malformed input: the connection answers `-ERR Protocol error: <this>` and closes, as Redis does.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
@@ -43,6 +49,12 @@ pub enum ProtocolError {
     /// The `$` length is not a number, negative, or exceeds `max_bulk_len`.
     #[error("invalid bulk length")]
     InvalidBulkLength,
+    /// More than `UNAUTHENTICATED_MAX_ARGS` arguments before AUTH.
+    #[error("unauthenticated multibulk length")]
+    UnauthenticatedMultibulkLength,
+    /// A bulk string longer than `UNAUTHENTICATED_MAX_BULK_LEN` before AUTH.
+    #[error("unauthenticated bulk length")]
+    UnauthenticatedBulkLength,
     /// An array element is not a bulk string (nested arrays included).
     #[error("expected '$', got '{}'", printable(*.0))]
     ExpectedBulk(u8),
@@ -98,6 +110,8 @@ pub struct RequestDecoder {
     scanned: usize,
     /// Bytes of the current request taken from the buffer so far.
     consumed: usize,
+    /// Whether the smaller limits of a client that has yet to authenticate apply.
+    unauthenticated: bool,
 }
 
 impl Default for RequestDecoder {
@@ -109,7 +123,13 @@ impl Default for RequestDecoder {
 impl RequestDecoder {
     /// A decoder with these limits.
     pub fn new(limits: DecodeLimits) -> Self {
-        RequestDecoder { limits, state: State::Idle, args: Vec::new(), scanned: 0, consumed: 0 }
+        RequestDecoder { limits, state: State::Idle, args: Vec::new(), scanned: 0, consumed: 0, unauthenticated: false }
+    }
+
+    /// Applies Redis's smaller limits for a client that must authenticate and has not (yet, or again after
+    /// RESET), from the next request header on.
+    pub fn set_unauthenticated(&mut self, unauthenticated: bool) {
+        self.unauthenticated = unauthenticated;
     }
 
     /// True while part of a request has been read but not all of it.
@@ -171,6 +191,9 @@ impl Decoder for RequestDecoder {
                             Some(n) if n > self.limits.max_args as i64 => {
                                 return Err(ProtocolError::InvalidMultibulkLength)
                             }
+                            Some(n) if self.unauthenticated && n > UNAUTHENTICATED_MAX_ARGS => {
+                                return Err(ProtocolError::UnauthenticatedMultibulkLength)
+                            }
                             // Redis ignores `*0` and `*-1` as empty requests.
                             Some(n) if n <= 0 => self.consumed = 0,
                             Some(n) => {
@@ -209,6 +232,14 @@ impl Decoder for RequestDecoder {
                     let count = parse_count(&src[1..end]);
                     src.advance(end + 1);
                     let len = match count {
+                        Some(n) if self.unauthenticated && n > UNAUTHENTICATED_MAX_BULK_LEN => {
+                            // Redis answers an out-of-range length as invalid before it looks at authentication.
+                            return Err(if n > self.limits.max_bulk_len as i64 {
+                                ProtocolError::InvalidBulkLength
+                            } else {
+                                ProtocolError::UnauthenticatedBulkLength
+                            });
+                        }
                         Some(n) if (0..=self.limits.max_bulk_len as i64).contains(&n) => n as usize,
                         _ => return Err(ProtocolError::InvalidBulkLength),
                     };
@@ -237,9 +268,14 @@ impl Decoder for RequestDecoder {
     }
 }
 
-/// Parses a `*`/`$` count followed by `\r` as Redis's `string2ll` does: an optional `-`, no `+`, no leading zero.
+/// Parses a `*`/`$` count followed by `\r`.
 fn parse_count(line: &[u8]) -> Option<i64> {
-    let text = line.strip_suffix(b"\r")?;
+    string2ll(line.strip_suffix(b"\r")?)
+}
+
+/// Reads a signed 64-bit integer by the rules of Redis's `string2ll`, which reads both request lengths and
+/// integer arguments: an optional `-`, no `+`, no spaces, no leading zero, no `-0`, nothing out of range.
+pub fn string2ll(text: &[u8]) -> Option<i64> {
     let (negative, digits) = match text {
         [b'-', rest @ ..] => (true, rest),
         _ => (false, text),
@@ -249,8 +285,13 @@ fn parse_count(line: &[u8]) -> Option<i64> {
         [b'1'..=b'9', rest @ ..] if rest.iter().all(u8::is_ascii_digit) => {}
         _ => return None,
     }
-    let value = digits.iter().try_fold(0i64, |acc, &d| acc.checked_mul(10)?.checked_add(i64::from(d - b'0')))?;
-    Some(if negative { -value } else { value })
+    // Accumulated unsigned, so that i64::MIN, whose magnitude no i64 holds, is read too.
+    let magnitude = digits.iter().try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))?;
+    if negative {
+        0i64.checked_sub_unsigned(magnitude)
+    } else {
+        i64::try_from(magnitude).ok()
+    }
 }
 
 /// Splits an inline line into arguments with the quoting rules of Redis's `sdssplitargs`.
@@ -472,6 +513,34 @@ mod tests {
     }
 
     #[test]
+    fn an_unauthenticated_client_gets_redis_smaller_limits() {
+        let mut decoder = RequestDecoder::default();
+        decoder.set_unauthenticated(true);
+        let ten = format!("*10\r\n{}", "$1\r\nx\r\n".repeat(10));
+        let mut buf = BytesMut::from(ten.as_bytes());
+        assert_eq!(decoder.decode(&mut buf).expect("ten arguments are allowed").map(|a| a.len()), Some(10));
+        let big = format!("*1\r\n$16384\r\n{}\r\n", "x".repeat(16384));
+        let mut buf = BytesMut::from(big.as_bytes());
+        assert!(decoder.decode(&mut buf).expect("16384 bytes are allowed").is_some());
+        let cases: &[(&[u8], &str)] = &[
+            (b"*11\r\n", "unauthenticated multibulk length"),
+            (b"*1025\r\n", "invalid multibulk length"),
+            (b"*1\r\n$16385\r\n", "unauthenticated bulk length"),
+            (b"*1\r\n$65537\r\n", "invalid bulk length"),
+        ];
+        for (input, expected) in cases {
+            let mut decoder = RequestDecoder::default();
+            decoder.set_unauthenticated(true);
+            let err = decoder.decode(&mut BytesMut::from(*input)).expect_err("refused").to_string();
+            assert_eq!(err, *expected, "{:?}", String::from_utf8_lossy(input));
+        }
+        let mut decoder = RequestDecoder::default();
+        decoder.set_unauthenticated(true);
+        decoder.set_unauthenticated(false);
+        assert!(decoder.decode(&mut BytesMut::from(&b"*11\r\n"[..])).expect("signed in").is_none());
+    }
+
+    #[test]
     fn gives_the_same_requests_however_the_input_is_split() {
         let input: &[u8] = b"*2\r\n$4\r\nECHO\r\n$3\r\na b\r\nECHO \"x y\" 'z'\r\n*0\r\n*1\r\n$4\r\nPING\r\n";
         let whole = decode(input);
@@ -509,6 +578,36 @@ mod tests {
         buf.extend_from_slice(b"NG\r\n");
         assert!(decoder.decode(&mut buf).expect("valid input").is_some());
         assert!(!decoder.is_mid_request());
+    }
+
+    #[test]
+    fn integers_read_like_string2ll() {
+        let good: &[(&[u8], i64)] = &[
+            (b"0", 0),
+            (b"7", 7),
+            (b"-12", -12),
+            (b"9223372036854775807", i64::MAX),
+            (b"-9223372036854775808", i64::MIN),
+        ];
+        for (text, value) in good {
+            assert_eq!(string2ll(text), Some(*value), "{:?}", String::from_utf8_lossy(text));
+        }
+        let bad: &[&[u8]] = &[
+            b"",
+            b"-",
+            b"01",
+            b"-0",
+            b"-01",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"1.0",
+            b"9223372036854775808",
+            b"-9223372036854775809",
+        ];
+        for text in bad {
+            assert_eq!(string2ll(text), None, "{:?}", String::from_utf8_lossy(text));
+        }
     }
 
     #[test]

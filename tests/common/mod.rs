@@ -139,10 +139,23 @@ impl Drop for TestServer {
     }
 }
 
+/// How long any read waits before it fails the test: a guard against a server that never answers, never the way
+/// a read ends.
+const READ_GUARD: Duration = Duration::from_secs(5);
+
 /// A client that sends bytes as given and reads replies as raw bytes.
+///
+/// Reads take exactly the bytes they return from the socket and never read ahead, so a test may mix them with
+/// direct use of `stream`.
 pub struct RawClient {
     /// The socket.
     pub stream: TcpStream,
+}
+
+/// How a read ended early.
+enum Cut {
+    /// The server closed (or reset) the connection.
+    Closed,
 }
 
 impl RawClient {
@@ -151,25 +164,26 @@ impl RawClient {
         self.stream.write_all(bytes).await.expect("send to the test server");
     }
 
-    /// Reads until `n` bytes arrived (or 5 s pass), returning what arrived.
+    /// Reads exactly `n` bytes; fewer only when the server closes first. Fails the test when they have not arrived
+    /// within the guard time.
     pub async fn read_exact_len(&mut self, n: usize) -> Vec<u8> {
-        let mut buf = vec![0; n];
-        let mut got = 0;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while got < n {
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut buf[got..])).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-                Ok(Ok(k)) => got += k,
-            }
-        }
-        buf.truncate(got);
-        buf
+        let deadline = tokio::time::Instant::now() + READ_GUARD;
+        let mut out = Vec::with_capacity(n);
+        let _ = self.read_into(&mut out, n, deadline).await;
+        out
     }
 
-    /// Sends a request and reads exactly the expected reply back.
+    /// Sends a request and reads the expected replies back, one whole reply at a time, failing as soon as one
+    /// differs.
     pub async fn roundtrip(&mut self, request: &[u8], expected: &[u8]) {
         self.send(request).await;
-        let got = self.read_exact_len(expected.len()).await;
+        let deadline = tokio::time::Instant::now() + READ_GUARD;
+        let mut got = Vec::with_capacity(expected.len());
+        while got.len() < expected.len() && expected.starts_with(&got) {
+            if self.read_frame(&mut got, deadline).await.is_err() {
+                break;
+            }
+        }
         assert_eq!(
             String::from_utf8_lossy(&got),
             String::from_utf8_lossy(expected),
@@ -178,17 +192,12 @@ impl RawClient {
         );
     }
 
-    /// Reads one whole reply (RESP2 or RESP3), or what arrived within 5 s.
+    /// Reads one whole reply (RESP2 or RESP3); what arrived when the server closes first. Fails the test when no
+    /// whole reply arrives within the guard time.
     pub async fn read_reply(&mut self) -> String {
+        let deadline = tokio::time::Instant::now() + READ_GUARD;
         let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while !is_complete_reply(&got) {
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-                Ok(Ok(k)) => got.extend_from_slice(&buf[..k]),
-            }
-        }
+        let _ = self.read_frame(&mut got, deadline).await;
         String::from_utf8_lossy(&got).into_owned()
     }
 
@@ -198,26 +207,74 @@ impl RawClient {
         self.read_reply().await
     }
 
-    /// Reads whatever arrives until the server closes (or 5 s pass); true when it closed.
+    /// Reads everything until the server closes the connection; the flag is always true, as the test fails when
+    /// the server has not closed within the guard time.
     pub async fn read_to_close(&mut self) -> (Vec<u8>, bool) {
+        let deadline = tokio::time::Instant::now() + READ_GUARD;
         let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return (out, true),
-                Ok(Ok(k)) => out.extend_from_slice(&buf[..k]),
-                Err(_) => return (out, false),
+        while self.read_into(&mut out, 4096, deadline).await.is_ok() {}
+        (out, true)
+    }
+
+    /// Appends up to `n` more bytes to `out`, all of them unless the server closes first.
+    async fn read_into(&mut self, out: &mut Vec<u8>, n: usize, deadline: tokio::time::Instant) -> Result<(), Cut> {
+        let end = out.len() + n;
+        while out.len() < end {
+            let start = out.len();
+            out.resize(end, 0);
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut out[start..])).await;
+            let got = match read {
+                Ok(Ok(k)) => k,
+                Ok(Err(_)) => 0,
+                Err(_) => panic!(
+                    "nothing more from the server within {READ_GUARD:?}; so far {:?}",
+                    String::from_utf8_lossy(&out[..start])
+                ),
+            };
+            out.truncate(start + got);
+            if got == 0 {
+                return Err(Cut::Closed);
             }
         }
+        Ok(())
     }
-}
 
-/// Whether `bytes` hold exactly one whole reply, by redis-protocol's decoders.
-pub fn is_complete_reply(bytes: &[u8]) -> bool {
-    let whole = |n: usize| n == bytes.len();
-    matches!(redis_protocol::resp3::decode::complete::decode(bytes), Ok(Some((_, n))) if whole(n))
-        || matches!(redis_protocol::resp2::decode::decode(bytes), Ok(Some((_, n))) if whole(n))
+    /// Appends one line, up to and including its `\n`, reading it byte by byte so nothing after it is taken.
+    async fn read_line(&mut self, out: &mut Vec<u8>, deadline: tokio::time::Instant) -> Result<usize, Cut> {
+        let start = out.len();
+        while out.last() != Some(&b'\n') || out.len() == start {
+            self.read_into(out, 1, deadline).await?;
+        }
+        Ok(start)
+    }
+
+    /// Appends exactly one whole reply, following its type bytes and lengths.
+    async fn read_frame(&mut self, out: &mut Vec<u8>, deadline: tokio::time::Instant) -> Result<(), Cut> {
+        // Replies still to read: an aggregate adds its elements, an attribute adds the reply it annotates.
+        let mut pending = 1i64;
+        while pending > 0 {
+            pending -= 1;
+            let start = self.read_line(out, deadline).await?;
+            let line = &out[start..];
+            let number = || -> i64 {
+                let text = String::from_utf8_lossy(&line[1..]).trim_end().to_string();
+                text.parse().unwrap_or_else(|_| panic!("bad length line {:?}", String::from_utf8_lossy(line)))
+            };
+            match line[0] {
+                b'$' | b'=' | b'!' => {
+                    let len = number();
+                    if len >= 0 {
+                        self.read_into(out, len as usize + 2, deadline).await?;
+                    }
+                }
+                b'*' | b'~' | b'>' => pending += number().max(0),
+                b'%' => pending += 2 * number(),
+                b'|' => pending += 2 * number() + 1,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Encodes arguments as a RESP array of bulk strings.
