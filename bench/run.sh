@@ -57,7 +57,8 @@ redis_pid=$!
 read -r rediscover_pid first_pong_ms < <(python3 - "$bin" "$rediscover_port" <<'EOF'
 import os, socket, subprocess, sys, time
 bin, port = sys.argv[1], int(sys.argv[2])
-env = dict(os.environ, RUST_LOG="warn")
+# As users run it: default flags and log level.
+env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
 start = time.perf_counter()
 proc = subprocess.Popen([bin, "--listen", f"127.0.0.1:{port}", "--max-clients", "100000"], env=env,
                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
