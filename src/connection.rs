@@ -3,86 +3,20 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
-use crate::command::Command;
-use crate::protocol::{Protocol, Reply, RequestDecoder, RespCodec};
-use crate::server::Shared;
+use crate::command::{Command, Session, Shared};
+use crate::protocol::{Reply, RequestDecoder};
 
 /// Bytes asked of the socket per read: small while a client is idle, so idle clients cost little memory,
 /// doubling while reads fill the buffer, up to the largest chunk, and halving only when a read brings much less
 /// (so a pipeline a little larger than a chunk does not cost two reads per batch).
 const READ_CHUNK_IDLE: usize = 512;
 const READ_CHUNK_MAX: usize = 64 * 1024;
-
-/// The state of one connection that commands read and change.
-#[derive(Debug, Clone)]
-pub struct Session {
-    /// Its CLIENT ID.
-    pub id: u64,
-    /// Its CLIENT SETNAME.
-    pub name: Option<Bytes>,
-    /// The reply protocol.
-    pub protocol: Protocol,
-    /// Whether it passed AUTH (always, when no password is set).
-    pub authenticated: bool,
-    /// CLIENT SETINFO LIB-NAME.
-    pub lib_name: Option<Bytes>,
-    /// CLIENT SETINFO LIB-VER.
-    pub lib_ver: Option<Bytes>,
-    /// The client's address.
-    pub peer: Option<SocketAddr>,
-    /// Our address.
-    pub local: SocketAddr,
-    /// When it connected.
-    pub created: Instant,
-}
-
-impl Session {
-    /// A new connection's state.
-    pub fn new(shared: &Shared, peer: Option<SocketAddr>) -> Self {
-        Session {
-            id: shared.next_client_id(),
-            name: None,
-            protocol: Protocol::Resp2,
-            authenticated: shared.config.requirepass.is_none(),
-            lib_name: None,
-            lib_ver: None,
-            peer,
-            local: shared.local_addr,
-            created: Instant::now(),
-        }
-    }
-
-    /// RESET: back to RESP2, no name, and signed out when a password is set.
-    pub fn reset(&mut self, authenticated: bool) {
-        self.protocol = Protocol::Resp2;
-        self.name = None;
-        self.authenticated = authenticated;
-    }
-
-    /// The CLIENT INFO line.
-    pub fn describe(&self) -> String {
-        let text = |b: &Option<Bytes>| b.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
-        format!(
-            "id={} addr={} laddr={} name={} age={} db=0 user=default resp={} lib-name={} lib-ver={}\n",
-            self.id,
-            self.peer.map(|p| p.to_string()).unwrap_or_default(),
-            self.local,
-            text(&self.name),
-            self.created.elapsed().as_secs(),
-            self.protocol.version(),
-            text(&self.lib_name),
-            text(&self.lib_ver),
-        )
-    }
-}
 
 /// Why a connection ended, for the log.
 #[derive(Debug)]
@@ -117,8 +51,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let config = &shared.config;
-    let mut codec = RespCodec::new(RequestDecoder::new(config.limits));
-    codec.decoder.set_unauthenticated(!session.authenticated);
+    let mut decoder = RequestDecoder::new(config.limits);
+    decoder.set_unauthenticated(!session.authenticated);
     let mut input = BytesMut::new();
     let mut chunk = READ_CHUNK_IDLE;
     let mut output = BytesMut::new();
@@ -128,14 +62,14 @@ where
     loop {
         // Run every complete request already read; the replies leave together.
         loop {
-            let args = match codec.decode(&mut input) {
+            let args = match decoder.decode(&mut input) {
                 Ok(Some(args)) => args,
                 Ok(None) => break,
                 Err(e) => {
                     shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(id = session.id, error = %e, "protocol error");
                     // As Redis does: say what was wrong, then close this connection only.
-                    encode(&mut codec, Reply::error(format!("ERR Protocol error: {e}")), &mut output);
+                    Reply::error(format!("ERR Protocol error: {e}")).encode(session.protocol, &mut output);
                     let _ = write_out(stream, &mut output, shared).await;
                     return Close::Protocol;
                 }
@@ -148,9 +82,8 @@ where
                 Ok(done) => done,
                 Err(close) => return close,
             };
-            codec.protocol = session.protocol;
-            codec.decoder.set_unauthenticated(!session.authenticated);
-            encode(&mut codec, reply, &mut output);
+            decoder.set_unauthenticated(!session.authenticated);
+            reply.encode(session.protocol, &mut output);
             if quit {
                 let _ = write_out(stream, &mut output, shared).await;
                 return Close::Quit;
@@ -164,7 +97,7 @@ where
         if let Err(close) = write_out(stream, &mut output, shared).await {
             return close;
         }
-        let mid_request = !input.is_empty() || codec.decoder.is_mid_request();
+        let mid_request = !input.is_empty() || decoder.is_mid_request();
         if mid_request {
             request_started.get_or_insert_with(tokio::time::Instant::now);
         } else {
@@ -200,7 +133,7 @@ where
                         if mid_request {
                             let ms = config.request_timeout.as_millis();
                             let error = Reply::error(format!("ERR request not completed within {ms} ms"));
-                            encode(&mut codec, error, &mut output);
+                            error.encode(session.protocol, &mut output);
                             let _ = write_out(stream, &mut output, shared).await;
                             return Close::SlowRequest;
                         }
@@ -241,9 +174,9 @@ async fn execute<S: AsyncRead + Unpin>(
         Ok(c) => c,
         Err(e) => return Ok((e.reply(), false)),
     };
-    let name = command.name();
+    let index = command.index();
     if !session.authenticated && !command.allowed_before_auth() {
-        shared.stats.record(name, true);
+        shared.stats.record(index, true);
         return Ok((Reply::error("NOAUTH Authentication required."), false));
     }
     let quit = matches!(command, Command::Quit);
@@ -262,7 +195,7 @@ async fn execute<S: AsyncRead + Unpin>(
     } else {
         command.apply(shared, session).await
     };
-    shared.stats.record(name, reply.is_error());
+    shared.stats.record(index, reply.is_error());
     Ok((reply, quit))
 }
 
@@ -280,11 +213,6 @@ async fn watch_client<S: AsyncRead + Unpin>(stream: &mut S, input: &mut BytesMut
         }
     }
     std::future::pending().await
-}
-
-fn encode(codec: &mut RespCodec, reply: Reply, output: &mut BytesMut) {
-    // Encoding into memory cannot fail.
-    let _ = codec.encode(reply, output);
 }
 
 /// Writes the pending replies; a client that leaves them unread past the request timeout is dropped.

@@ -8,10 +8,15 @@
 //! - [`protocol`]: our bounded request decoder and the RESP2/RESP3 reply encoder.
 //! - [`command`]: the commands, one family per file.
 //! - [`docker`]: the port table fed by Docker's events, and the Docker client behind it.
+//! - [`announce`]: the `ip:port@bus-port` a node announces, as DISCOVER answers it.
+//!
+//! Each layer only looks down: `server` and `connection` drive `command`; `command` reads `docker`, `config`
+//! and the connection's `Session`; `protocol` knows requests and replies, nothing of Docker.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod announce;
 pub mod command;
 pub mod config;
 pub mod connection;

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use redis_protocol::{resp2, resp3};
 use rediscover::command::Command;
-use rediscover::connection::Session;
+use rediscover::command::Session;
 use rediscover::protocol::{Protocol, Reply};
 use rediscover::Config;
 

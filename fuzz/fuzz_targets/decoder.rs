@@ -5,7 +5,6 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use rediscover::protocol::{DecodeLimits, RequestDecoder};
-use tokio_util::codec::Decoder;
 
 /// Small enough that short inputs reach every limit.
 const SMALL: DecodeLimits = DecodeLimits { max_bulk_len: 16, max_args: 4, max_inline_len: 24, max_request_len: 96 };

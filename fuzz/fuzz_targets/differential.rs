@@ -19,7 +19,6 @@ use libfuzzer_sys::fuzz_target;
 use redis_protocol::resp2::decode::decode as decode_theirs;
 use redis_protocol::resp2::types::OwnedFrame;
 use rediscover::protocol::{DecodeLimits, RequestDecoder};
-use tokio_util::codec::Decoder;
 
 fuzz_target!(|input: &[u8]| {
     compare(input);

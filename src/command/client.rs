@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
+use super::Session;
 use super::{arg_str, is_keyword, CommandError};
-use crate::connection::Session;
 use crate::protocol::Reply;
 
 /// `CLIENT ID | GETNAME | SETNAME name | SETINFO attr value | INFO | HELP`.

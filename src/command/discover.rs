@@ -2,10 +2,11 @@
 
 use bytes::Bytes;
 
+use super::Shared;
 use super::{arg_str, is_keyword, parse_int, CommandError};
-use crate::docker::{Announce, Container, DockerError, Found};
+use crate::announce::Announce;
+use crate::docker::{Container, DockerError, Found};
 use crate::protocol::Reply;
-use crate::server::Shared;
 
 /// `DISCOVER container [PORT n] [BUSPORT n]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

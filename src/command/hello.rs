@@ -2,10 +2,10 @@
 
 use bytes::Bytes;
 
+use super::Session;
+use super::Shared;
 use super::{arg_str, is_keyword, parse_int, CommandError};
-use crate::connection::Session;
 use crate::protocol::{Protocol, Reply};
-use crate::server::Shared;
 
 /// The only user there is.
 const DEFAULT_USER: &str = "default";

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::arg_str;
+use super::Shared;
 use crate::protocol::Reply;
-use crate::server::Shared;
 
 /// The sections INFO knows, in the order it prints them.
 const SECTIONS: &[&str] = &["server", "clients", "stats", "commandstats", "docker"];

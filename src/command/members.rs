@@ -5,10 +5,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::discover::{announce, DiscoverError};
+use super::Shared;
 use super::{arg_str, is_keyword, parse_int, CommandError};
 use crate::docker::{DockerError, LabelFilter};
 use crate::protocol::Reply;
-use crate::server::Shared;
 
 /// `MEMBERS [LABEL key[=value]] [MIN n] [TIMEOUT ms]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

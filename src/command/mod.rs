@@ -8,14 +8,14 @@ pub mod discover;
 pub mod hello;
 pub mod info;
 pub mod members;
+pub mod session;
+pub mod shared;
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use crate::connection::Session;
 use crate::protocol::{string2ll, Reply};
-use crate::server::Shared;
 
 pub use client::ClientCmd;
 pub use command_docs::CommandCmd;
@@ -23,6 +23,8 @@ pub use discover::Discover;
 pub use hello::{Auth, Hello};
 pub use info::Info;
 pub use members::Members;
+pub use session::Session;
+pub use shared::{ServerStats, Shared};
 
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,22 +142,32 @@ impl Command {
         })
     }
 
+    /// Every command's lower-case name, in the order of [`Command::index`].
+    pub const NAMES: [&'static str; 12] = [
+        "auth", "client", "command", "discover", "echo", "hello", "info", "members", "ping", "quit", "reset", "select",
+    ];
+
+    /// Its place in [`Command::NAMES`]: where INFO counts its calls.
+    pub fn index(&self) -> usize {
+        match self {
+            Command::Auth(_) => 0,
+            Command::Client(_) => 1,
+            Command::Command(_) => 2,
+            Command::Discover(_) => 3,
+            Command::Echo(_) => 4,
+            Command::Hello(_) => 5,
+            Command::Info(_) => 6,
+            Command::Members(_) => 7,
+            Command::Ping(_) => 8,
+            Command::Quit => 9,
+            Command::Reset => 10,
+            Command::Select(_) => 11,
+        }
+    }
+
     /// The lower-case name, as INFO counts it.
     pub fn name(&self) -> &'static str {
-        match self {
-            Command::Ping(_) => "ping",
-            Command::Echo(_) => "echo",
-            Command::Select(_) => "select",
-            Command::Quit => "quit",
-            Command::Reset => "reset",
-            Command::Hello(_) => "hello",
-            Command::Auth(_) => "auth",
-            Command::Client(_) => "client",
-            Command::Command(_) => "command",
-            Command::Info(_) => "info",
-            Command::Discover(_) => "discover",
-            Command::Members(_) => "members",
-        }
+        Self::NAMES[self.index()]
     }
 
     /// Whether a client that has not authenticated may run it: the command table's `no-auth` flag says, so

@@ -8,12 +8,10 @@
 //! - [`follow`]: the event follower that keeps the table current.
 //! - [`stats`]: counters for INFO.
 //! - [`client`]: the Docker API through bollard.
-//! - [`announce`]: the `ip:port@bus-port` a node announces.
 //!
 //! With a required label, Docker itself filters lists and events, so the table never holds a container
 //! without it: such a container is answered exactly as a missing one, by reply, counters and Docker calls.
 
-pub mod announce;
 pub mod client;
 pub mod follow;
 pub mod misses;
@@ -23,7 +21,6 @@ pub mod table;
 
 use std::sync::{Mutex, RwLock};
 
-pub use announce::Announce;
 pub use client::{ContainerEvent, DockerClient, DockerError};
 pub use follow::follow;
 pub use ports::{is_container_ref, Ports};

@@ -5,7 +5,6 @@
 //! a nested array is simply an argument that does not start with `$`.
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio_util::codec::Decoder;
 
 /// Limits on what one request may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,9 +39,6 @@ pub const UNAUTHENTICATED_MAX_BULK_LEN: i64 = 16384;
 /// Malformed input: the connection answers `-ERR Protocol error: <this>` and closes, as Redis does.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
-    /// Reading from the socket failed.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
     /// The `*` count is not a number or exceeds `max_args`.
     #[error("invalid multibulk length")]
     InvalidMultibulkLength,
@@ -171,11 +167,10 @@ impl RequestDecoder {
     }
 }
 
-impl Decoder for RequestDecoder {
-    type Item = Vec<Bytes>;
-    type Error = ProtocolError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+impl RequestDecoder {
+    /// Takes the next whole request from the front of `src`: its arguments, or `None` until more bytes come.
+    /// What it consumed stays consumed; an error means the connection must close.
+    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
         loop {
             match self.state {
                 State::Idle => {

@@ -7,10 +7,8 @@ use std::net::IpAddr;
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::types::BytesFrame as Frame2;
 use redis_protocol::resp3::types::{BytesFrame as Frame3, FrameMap, FrameSet, VerbatimStringFormat};
-use tokio_util::codec::{Decoder, Encoder};
 
-use super::decode::{ProtocolError, RequestDecoder};
-use crate::docker::Announce;
+use crate::announce::Announce;
 
 /// The reply protocol a connection speaks, chosen with HELLO.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -232,40 +230,6 @@ fn one_line(s: &str) -> Cow<'_, str> {
         Cow::Owned(s.replace(['\r', '\n'], " "))
     } else {
         Cow::Borrowed(s)
-    }
-}
-
-/// The codec of one connection: our request decoder in, replies in the connection's protocol out.
-#[derive(Debug, Default)]
-pub struct RespCodec {
-    /// Decodes requests.
-    pub decoder: RequestDecoder,
-    /// The protocol replies are encoded in.
-    pub protocol: Protocol,
-}
-
-impl RespCodec {
-    /// A codec around this decoder, speaking RESP2 until HELLO says otherwise.
-    pub fn new(decoder: RequestDecoder) -> Self {
-        RespCodec { decoder, protocol: Protocol::Resp2 }
-    }
-}
-
-impl Decoder for RespCodec {
-    type Item = Vec<Bytes>;
-    type Error = ProtocolError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-        self.decoder.decode(src)
-    }
-}
-
-impl Encoder<Reply> for RespCodec {
-    type Error = std::io::Error;
-
-    fn encode(&mut self, reply: Reply, dst: &mut BytesMut) -> Result<(), std::io::Error> {
-        reply.encode(self.protocol, dst);
-        Ok(())
     }
 }
 

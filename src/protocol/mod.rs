@@ -4,4 +4,4 @@ pub mod decode;
 pub mod encode;
 
 pub use decode::{string2ll, DecodeLimits, ProtocolError, RequestDecoder};
-pub use encode::{Protocol, Reply, RespCodec};
+pub use encode::{Protocol, Reply};

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use redis_protocol::{resp2, resp3};
 use rediscover::docker::Container;
-use rediscover::server::Shared;
+use rediscover::command::Shared;
 use rediscover::{Config, DockerClient, Ports};
 use tokio::runtime::Runtime;
 

@@ -1,0 +1,106 @@
+//! What every connection shares: the settings, the port table, the server's counters.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Command;
+use crate::config::Config;
+use crate::docker::Ports;
+
+/// What every connection shares: settings, the port table, counters.
+#[derive(Debug)]
+pub struct Shared {
+    /// The settings.
+    pub config: Config,
+    /// The port table and Docker behind it.
+    pub ports: Arc<Ports>,
+    /// Counters for INFO.
+    pub stats: ServerStats,
+    /// When the server started.
+    pub started: Instant,
+    /// The address the server listens on.
+    pub local_addr: SocketAddr,
+    next_client_id: AtomicU64,
+}
+
+impl Shared {
+    /// Everything a connection needs.
+    pub fn new(config: Config, ports: Arc<Ports>, local_addr: SocketAddr) -> Arc<Self> {
+        Arc::new(Shared {
+            config,
+            ports,
+            stats: ServerStats::default(),
+            started: Instant::now(),
+            local_addr,
+            next_client_id: AtomicU64::new(1),
+        })
+    }
+
+    /// A fresh connection id.
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Server-wide counters.
+#[derive(Debug)]
+pub struct ServerStats {
+    /// Connections accepted, rejected ones included.
+    pub connections_received: AtomicU64,
+    /// Connections refused for the client limit.
+    pub rejected_connections: AtomicU64,
+    /// Connections open now.
+    pub connected_clients: AtomicUsize,
+    /// Clients waiting in MEMBERS ... MIN.
+    pub blocked_clients: AtomicUsize,
+    /// Requests processed.
+    pub commands_processed: AtomicU64,
+    /// Connections closed for malformed input.
+    pub protocol_errors: AtomicU64,
+    /// Connections closed because they did not read their replies.
+    pub output_limit_disconnections: AtomicU64,
+    /// Connections closed for idleness or a request that never finished.
+    pub timed_out_clients: AtomicU64,
+    /// Calls and failed calls, by [`Command::index`].
+    calls: [(AtomicU64, AtomicU64); Command::NAMES.len()],
+}
+
+impl Default for ServerStats {
+    fn default() -> Self {
+        ServerStats {
+            connections_received: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
+            connected_clients: AtomicUsize::new(0),
+            blocked_clients: AtomicUsize::new(0),
+            commands_processed: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
+            output_limit_disconnections: AtomicU64::new(0),
+            timed_out_clients: AtomicU64::new(0),
+            calls: std::array::from_fn(|_| (AtomicU64::new(0), AtomicU64::new(0))),
+        }
+    }
+}
+
+impl ServerStats {
+    /// Counts one call of a command, by its [`Command::index`], and whether it answered an error.
+    pub fn record(&self, command: usize, failed: bool) {
+        self.commands_processed.fetch_add(1, Ordering::Relaxed);
+        let (calls, failures) = &self.calls[command];
+        calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// (name, calls, failed calls) of every command called at least once.
+    pub fn command_counts(&self) -> Vec<(&'static str, u64, u64)> {
+        Command::NAMES
+            .iter()
+            .zip(&self.calls)
+            .map(|(name, (calls, failed))| (*name, calls.load(Ordering::Relaxed), failed.load(Ordering::Relaxed)))
+            .filter(|(_, calls, _)| *calls > 0)
+            .collect()
+    }
+}
