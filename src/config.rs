@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::docker::LabelFilter;
 use crate::protocol::DecodeLimits;
+use crate::tls::Tls;
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
@@ -34,6 +35,8 @@ pub struct Config {
     pub max_output_bytes: usize,
     /// The longest MEMBERS ... MIN may wait.
     pub max_members_wait: Duration,
+    /// Serve TLS only, with this certificate (Redis: tls-port with port 0).
+    pub tls: Option<Tls>,
 }
 
 /// The longest any timeout may be: Redis takes at most INT_MAX seconds for `timeout`, and a deadline that far
@@ -60,6 +63,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             max_output_bytes: 1024 * 1024,
             max_members_wait: Duration::from_secs(600),
+            tls: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`command`]: the commands, one family per file.
 //! - [`docker`]: the port table fed by Docker's events, and the Docker client behind it.
 //! - [`announce`]: the `ip:port@bus-port` a node announces, as DISCOVER answers it.
+//! - [`tls`]: the certificate and key clients are served with over TLS.
 //!
 //! Each layer only looks down: `server` and `connection` drive `command`; `command` reads `docker`, `config`
 //! and the connection's `Session`; `protocol` knows requests and replies, nothing of Docker.
@@ -23,6 +24,7 @@ pub mod connection;
 pub mod docker;
 pub mod protocol;
 pub mod server;
+pub mod tls;
 
 pub use config::Config;
 pub use docker::{follow, DockerClient, Ports};

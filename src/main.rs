@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 use rediscover::config::{self, resolve_announce_ip, BUS_PORT_OFFSET, DEFAULT_DATA_PORT, MAX_TIMEOUT};
 use rediscover::docker::LabelFilter;
 use rediscover::protocol::DecodeLimits;
+use rediscover::tls::Tls;
 use rediscover::{Config, DockerClient, Ports};
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +46,16 @@ struct Cli {
     /// Password clients must give with AUTH or HELLO ... AUTH (Redis: requirepass).
     #[arg(long, env = "REDISCOVER_REQUIREPASS", hide_env_values = true)]
     requirepass: Option<String>,
+    /// Serve TLS only, with this certificate chain (PEM) (Redis: tls-cert-file, with tls-port and port 0).
+    #[arg(long, env = "REDISCOVER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM) (Redis: tls-key-file).
+    #[arg(long, env = "REDISCOVER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Clients must present a certificate signed by a CA in this file (PEM) (Redis: tls-ca-cert-file with
+    /// tls-auth-clients yes).
+    #[arg(long, env = "REDISCOVER_TLS_CA_CERT", requires = "tls_cert")]
+    tls_ca_cert: Option<std::path::PathBuf>,
     /// Most clients connected at once (Redis: maxclients).
     #[arg(long, env = "REDISCOVER_MAX_CLIENTS", default_value_t = 10_000)]
     max_clients: usize,
@@ -100,8 +111,13 @@ fn main() -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
         .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls::from_files(cert, key, cli.tls_ca_cert.as_deref())?),
+        _ => None,
+    };
     let config = Config {
         announce_ip,
+        tls,
         data_port: cli.data_port,
         bus_port: cli.bus_port.unwrap_or(cli.data_port.saturating_add(BUS_PORT_OFFSET)),
         require_label: cli.require_label,

@@ -53,8 +53,11 @@ pub async fn run(
         shared.stats.connections_received.fetch_add(1, Ordering::Relaxed);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             shared.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
-            // A fresh socket's send buffer is empty, so this write does not block.
-            let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+            // A fresh socket's send buffer is empty, so this write does not block. A TLS client is just closed:
+            // it could not read plain text.
+            if shared.config.tls.is_none() {
+                let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -63,7 +66,24 @@ pub async fn run(
         let span = tracing::debug_span!("conn", peer = %peer);
         tasks.spawn(
             async move {
-                connection::serve(stream, shared, Some(peer), shutdown).await;
+                match &shared.config.tls {
+                    None => connection::serve(stream, shared.clone(), Some(peer), shutdown).await,
+                    Some(tls) => {
+                        // A handshake gets the time a started request gets; plain text on this port fails it.
+                        let limit = shared.config.request_timeout;
+                        match tokio::time::timeout(limit, tls.acceptor().accept(stream)).await {
+                            Ok(Ok(stream)) => connection::serve(stream, shared.clone(), Some(peer), shutdown).await,
+                            Ok(Err(e)) => {
+                                shared.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                shared.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!("TLS handshake timed out");
+                            }
+                        }
+                    }
+                }
                 drop(permit);
             }
             .instrument(span),

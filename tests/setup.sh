@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently, on a Debian machine with a Docker engine: Debian's redis-server,
 # redis-tools (redis-cli, redis-benchmark), busybox-static (the test containers' image) and debootstrap (the
-# offline base image), redis-py, the musl Rust target, and the local images of compose/offline-images.sh.
+# offline base image), openssl (test certificates), redis-py, the musl Rust target, and the local images of compose/offline-images.sh.
 # README's test command runs it before `cargo test`; whatever is already there is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 die() { echo "tests/setup.sh: $*" >&2; exit 1; }
 
 need=()
-for pkg in redis-server redis-tools busybox-static debootstrap curl; do
+for pkg in redis-server redis-tools busybox-static debootstrap curl openssl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -63,6 +63,8 @@ pub struct ServerStats {
     pub output_limit_disconnections: AtomicU64,
     /// Connections closed for idleness or a request that never finished.
     pub timed_out_clients: AtomicU64,
+    /// Connections that never completed a TLS handshake (plain text on a TLS port, a refused certificate).
+    pub tls_handshake_failures: AtomicU64,
     /// Calls and failed calls, by [`Command::index`].
     calls: [(AtomicU64, AtomicU64); Command::NAMES.len()],
 }
@@ -78,6 +80,7 @@ impl Default for ServerStats {
             protocol_errors: AtomicU64::new(0),
             output_limit_disconnections: AtomicU64::new(0),
             timed_out_clients: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
             calls: std::array::from_fn(|_| (AtomicU64::new(0), AtomicU64::new(0))),
         }
     }
