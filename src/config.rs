@@ -12,6 +12,8 @@ use crate::tls::Tls;
 pub struct Config {
     /// The address announced to clients and peers (`cluster-announce-ip`).
     pub announce_ip: IpAddr,
+    /// The host name `DISCOVER ... HOSTNAME` hands out (`cluster-announce-hostname`, Redis 7).
+    pub announce_hostname: Option<String>,
     /// The container port Redis serves clients on.
     pub data_port: u16,
     /// The container port of the cluster bus.
@@ -52,6 +54,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             announce_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            announce_hostname: None,
             data_port: DEFAULT_DATA_PORT,
             bus_port: DEFAULT_DATA_PORT + BUS_PORT_OFFSET,
             require_label: None,
@@ -124,6 +127,19 @@ pub fn default_route_interface(routes: &str) -> Option<String> {
         })
         .min()
         .map(|(_, iface)| iface)
+}
+
+/// Checks a host name to announce: letters, digits, `-` and `.`, as Redis's `cluster-announce-hostname`
+/// requires, at most 253 characters.
+pub fn valid_hostname(name: &str) -> Result<String, String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(format!("'{name}' is not a host name: use letters, digits, '-' and '.'"))
+    }
 }
 
 /// Where `--listen` binds by default.

@@ -24,6 +24,9 @@ struct Cli {
     /// Address to announce [default: the IPv4 address of --interface, else of the default route's interface].
     #[arg(long, env = "REDISCOVER_ANNOUNCE_IP")]
     announce_ip: Option<IpAddr>,
+    /// Host name handed out by DISCOVER ... HOSTNAME, for cluster-announce-hostname (Redis 7).
+    #[arg(long, env = "REDISCOVER_ANNOUNCE_HOSTNAME", value_parser = config::valid_hostname)]
+    announce_hostname: Option<String>,
     /// Announce the IPv4 address of this network interface.
     #[arg(long, env = "REDISCOVER_INTERFACE", conflicts_with = "announce_ip")]
     interface: Option<String>,
@@ -117,6 +120,7 @@ fn main() -> anyhow::Result<()> {
     };
     let config = Config {
         announce_ip,
+        announce_hostname: cli.announce_hostname,
         tls,
         data_port: cli.data_port,
         bus_port: cli.bus_port.unwrap_or(cli.data_port.saturating_add(BUS_PORT_OFFSET)),

@@ -49,6 +49,26 @@ async fn discover_answers_full_id_short_id_prefix_and_name() {
 }
 
 #[tokio::test]
+async fn discover_hostname_appends_the_announce_host_name_as_cluster_nodes_prints_it() {
+    let config = Config { announce_hostname: Some("redis-1.example.test".into()), ..Config::default() };
+    let s = TestServer::in_memory(config, vec![node(ID, "node-1", true, vec![(6379, 30001), (16379, 40001)])]).await;
+    let mut c = s.connect().await;
+    c.roundtrip(
+        &resp(&[b"DISCOVER", b"node-1", b"HOSTNAME"]),
+        b"$42\r\n127.0.0.1:30001@40001,redis-1.example.test\r\n",
+    )
+    .await;
+    c.roundtrip(&resp(&[b"DISCOVER", b"node-1"]), b"$21\r\n127.0.0.1:30001@40001\r\n").await;
+    let plain = server().await;
+    let mut c = plain.connect().await;
+    c.roundtrip(
+        &resp(&[b"DISCOVER", b"node-1", b"hostname"]),
+        b"-NOHOSTNAME no announce host name is set (--announce-hostname)\r\n",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn discover_errors_have_distinct_codes_and_keep_the_connection() {
     let s = server().await;
     let mut c = s.connect().await;

@@ -104,8 +104,12 @@ const HELLO_ARGS: &[ArgSpec] = &[optional(ArgSpec {
     ],
 })];
 
-const DISCOVER_ARGS: &[ArgSpec] =
-    &[arg("container", "string"), opt("port", "integer", "PORT"), opt("busport", "integer", "BUSPORT")];
+const DISCOVER_ARGS: &[ArgSpec] = &[
+    arg("container", "string"),
+    opt("port", "integer", "PORT"),
+    opt("busport", "integer", "BUSPORT"),
+    opt("hostname", "pure-token", "HOSTNAME"),
+];
 
 const MEMBERS_ARGS: &[ArgSpec] =
     &[opt("label", "string", "LABEL"), opt("min", "integer", "MIN"), opt("timeout", "integer", "TIMEOUT")];

@@ -17,6 +17,8 @@ pub struct Discover {
     pub port: Option<u16>,
     /// The container's bus port, when not the configured one.
     pub bus_port: Option<u16>,
+    /// Append the announce host name, as `CLUSTER NODES` does in Redis 7: `ip:port@bus,hostname`.
+    pub hostname: bool,
 }
 
 /// Why a container has no announce address; each variant is one error code.
@@ -35,6 +37,9 @@ pub enum DiscoverError {
     /// It runs but does not publish this port.
     #[error("NOPORT container '{0}' does not publish port {1}/tcp")]
     NoPort(String, u16),
+    /// HOSTNAME was asked for, but no announce host name is set.
+    #[error("NOHOSTNAME no announce host name is set (--announce-hostname)")]
+    NoHostname,
     /// Docker could not be reached.
     #[error("DOCKERDOWN {0}")]
     Unreachable(String),
@@ -65,9 +70,13 @@ impl DiscoverError {
 impl Discover {
     /// Parses the arguments after `DISCOVER`.
     pub fn parse(args: &[Bytes]) -> Result<Self, CommandError> {
-        let mut d = Discover { container: args[0].clone(), port: None, bus_port: None };
+        let mut d = Discover { container: args[0].clone(), port: None, bus_port: None, hostname: false };
         let mut rest = args[1..].iter();
         while let Some(option) = rest.next() {
+            if is_keyword(option, "HOSTNAME") {
+                d.hostname = true;
+                continue;
+            }
             let value = rest.next().ok_or(CommandError::Syntax)?;
             if is_keyword(option, "PORT") {
                 d.port = Some(parse_port(value)?);
@@ -88,7 +97,11 @@ impl Discover {
         match result {
             Ok(announce) => {
                 tracing::debug!(container = ?query, answer = %announce, "discover");
-                Reply::Announce(announce)
+                match (self.hostname, &shared.config.announce_hostname) {
+                    (false, _) => Reply::Announce(announce),
+                    (true, Some(hostname)) => Reply::text(format!("{announce},{hostname}")),
+                    (true, None) => DiscoverError::NoHostname.reply(),
+                }
             }
             Err(e) => {
                 tracing::debug!(container = ?query, error = ?e.to_string(), "discover");
@@ -144,7 +157,9 @@ mod tests {
     #[test]
     fn options_override_the_ports() {
         let d = parse(&["c1", "port", "7000", "BUSPORT", "17000"]).unwrap();
-        assert_eq!((d.port, d.bus_port), (Some(7000), Some(17000)));
+        assert_eq!((d.port, d.bus_port, d.hostname), (Some(7000), Some(17000), false));
+        let d = parse(&["c1", "hostname", "PORT", "7000"]).unwrap();
+        assert_eq!((d.port, d.hostname), (Some(7000), true));
         assert_eq!(parse(&["c1"]).unwrap().port, None);
     }
 
