@@ -91,7 +91,8 @@ struct Cli {
     #[arg(long, env = "REDISCOVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Do not serve: send PING to the --listen address (127.0.0.1 when it is unspecified) and exit 0 on PONG. A
-    /// healthcheck for images without redis-cli.
+    /// healthcheck for images without redis-cli; with --tls-cert it speaks TLS and trusts exactly that
+    /// certificate.
     #[arg(long)]
     ping: bool,
 }
@@ -105,7 +106,7 @@ enum LogFormat {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if cli.ping {
-        return ping(cli.listen);
+        return ping(&cli);
     }
     init_tracing(cli.log_format);
     let announce_ip = resolve_announce_ip(cli.announce_ip, cli.interface.as_deref())?;
@@ -157,18 +158,30 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-fn ping(listen: SocketAddr) -> anyhow::Result<()> {
+/// `--ping`: one PING to the --listen address, over TLS with the server's own certificate when it serves TLS.
+fn ping(cli: &Cli) -> anyhow::Result<()> {
     use std::io::{Read, Write};
-    let mut addr = listen;
+    let mut addr = cli.listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(IpAddr::from([127, 0, 0, 1]));
     }
     let timeout = Duration::from_secs(2);
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
-    stream.write_all(b"PING\r\n")?;
+    stream.set_write_timeout(Some(timeout))?;
     let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).with_context(|| format!("no reply from {addr}"))?;
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        let config = rediscover::tls::self_check_client(cert, key, cli.tls_ca_cert.is_some())?;
+        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+        let conn = tokio_rustls::rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+            .context("start a TLS session")?;
+        let mut tls = tokio_rustls::rustls::StreamOwned::new(conn, stream);
+        tls.write_all(b"PING\r\n").with_context(|| format!("TLS with {addr}"))?;
+        tls.read_exact(&mut reply).with_context(|| format!("no reply from {addr}"))?;
+    } else {
+        stream.write_all(b"PING\r\n")?;
+        stream.read_exact(&mut reply).with_context(|| format!("no reply from {addr}"))?;
+    }
     anyhow::ensure!(&reply == b"+PONG\r\n", "{addr} answered {:?}", String::from_utf8_lossy(&reply));
     Ok(())
 }

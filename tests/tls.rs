@@ -127,3 +127,47 @@ async fn a_client_ca_makes_client_certificates_required() {
     assert!(with.status.success(), "{with:?}");
     assert_eq!(stdout(&with), NODE_1);
 }
+
+/// `rediscover --ping` against `addr` with these extra flags; true when it exited 0.
+fn ping(addr: std::net::SocketAddr, extra: &[&str]) -> bool {
+    let listen = addr.to_string();
+    let mut args = vec!["--ping", "--listen", listen.as_str()];
+    args.extend_from_slice(extra);
+    run(env!("CARGO_BIN_EXE_rediscover"), &args).status.success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_healthcheck_pings_over_tls_with_the_servers_own_certificate() {
+    let certs = tokio::task::spawn_blocking(Certs::new).await.expect("join");
+    let (cert, key, ca) = (certs.path("server.crt"), certs.path("server.key"), certs.path("ca.crt"));
+    let (cert, key, ca) = (cert.to_string_lossy(), key.to_string_lossy(), ca.to_string_lossy());
+    let tls_flags = ["--tls-cert", cert.as_ref(), "--tls-key", key.as_ref()];
+    let mut flags = vec!["--docker-host", "/nonexistent/docker.sock"];
+    flags.extend_from_slice(&tls_flags);
+    let server = common::ServerProcess::start(&flags);
+    assert!(ping(server.addr, &tls_flags), "--ping with the server's certificate");
+    assert!(!ping(server.addr, &[]), "a plain-text --ping gets no PONG from a TLS port");
+    let (other_cert, other_key) = (certs.path("client.crt"), certs.path("client.key"));
+    let other = [
+        "--tls-cert",
+        other_cert.to_str().expect("a UTF-8 path"),
+        "--tls-key",
+        other_key.to_str().expect("a UTF-8 path"),
+    ];
+    assert!(!ping(server.addr, &other), "--ping trusts only the certificate it was given");
+
+    let with_clients = common::ServerProcess::start(&[
+        "--docker-host",
+        "/nonexistent/docker.sock",
+        "--tls-cert",
+        cert.as_ref(),
+        "--tls-key",
+        key.as_ref(),
+        "--tls-ca-cert",
+        ca.as_ref(),
+    ]);
+    let mut with_ca = tls_flags.to_vec();
+    with_ca.extend(["--tls-ca-cert", ca.as_ref()]);
+    assert!(ping(with_clients.addr, &with_ca), "--ping presents the server's certificate when clients need one");
+    assert!(!ping(with_clients.addr, &tls_flags), "without --tls-ca-cert it presents none and is refused");
+}
