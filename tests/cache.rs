@@ -6,25 +6,16 @@ mod common;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use common::{docker_announce, info_number, run_ok, test_label, TestContainer, TestServer};
-use rediscover::Config;
+use common::{docker_announce, info_number, labelled_config, run_ok, test_label, TestContainer, TestServer};
 
 const IP: &str = "127.0.0.1";
 /// Restarts in the race test.
 const RESTARTS: usize = 30;
 
-fn config(label: &str) -> Config {
-    Config {
-        announce_ip: IP.parse().expect("an address"),
-        require_label: Some(label.parse().expect("a label filter")),
-        ..Config::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_discover_makes_no_docker_call() {
     let label = test_label("warm");
-    let server = TestServer::with_docker(config(&label)).await;
+    let server = TestServer::with_docker(labelled_config(&label)).await;
     server.wait_fresh().await;
     let c = tokio::task::spawn_blocking(move || TestContainer::with_cluster_ports(&["--label", &label]))
         .await
@@ -55,7 +46,7 @@ struct Progress {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_restarted_in_a_tight_loop_is_never_told_ports_it_no_longer_has() {
     let label = test_label("restarts");
-    let server = TestServer::with_docker(config(&label)).await;
+    let server = TestServer::with_docker(labelled_config(&label)).await;
     server.wait_fresh().await;
     let c = tokio::task::spawn_blocking(move || TestContainer::with_cluster_ports(&["--label", &label]))
         .await

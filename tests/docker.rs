@@ -5,20 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{info_number, info_value, run_ok, test_label, unique, TestContainer, TestServer};
-use rediscover::Config;
+use common::{info_number, info_value, labelled_config, run_ok, test_label, unique, TestContainer, TestServer};
 use tokio::time::Instant;
 
 const IP: &str = "127.0.0.1";
-
-/// A server's settings: it sees only containers with this test's own label.
-fn config(label: &str) -> Config {
-    Config {
-        announce_ip: IP.parse().expect("an address"),
-        require_label: Some(label.parse().expect("a label filter")),
-        ..Config::default()
-    }
-}
 
 /// A RESP bulk string.
 fn bulk(text: &str) -> String {
@@ -53,7 +43,7 @@ async fn discover(server: &TestServer, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discover_by_full_id_short_id_prefix_and_name_matches_docker_port() {
     let label = test_label("names");
-    let server = TestServer::with_docker(config(&label)).await;
+    let server = TestServer::with_docker(labelled_config(&label)).await;
     server.wait_fresh().await;
     // Started after the table synced, and asked at once, as an entrypoint does.
     let (c, expected, hostname) = blocking(move || {
@@ -73,7 +63,7 @@ async fn discover_by_full_id_short_id_prefix_and_name_matches_docker_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discover_with_port_and_busport_answers_the_other_published_ports() {
     let label = test_label("extra-ports");
-    let server = TestServer::with_docker(config(&label)).await;
+    let server = TestServer::with_docker(labelled_config(&label)).await;
     let (c, data, bus, extra_data, extra_bus) = blocking(move || {
         let c = TestContainer::with_cluster_ports(&["--label", &label, "-p", "7000", "-p", "17000"]);
         let ports = (c.host_port(6379), c.host_port(16379), c.host_port(7000), c.host_port(17000));
@@ -97,7 +87,7 @@ async fn discover_with_port_and_busport_answers_the_other_published_ports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_without_the_ports_answers_noport() {
     let label = test_label("noport");
-    let server = TestServer::with_docker(config(&label)).await;
+    let server = TestServer::with_docker(labelled_config(&label)).await;
     let (none, data_only) = blocking(move || {
         (TestContainer::start(&["--label", &label]), TestContainer::start(&["--label", &label, "-p", "6379"]))
     })
@@ -115,7 +105,7 @@ async fn a_container_without_the_ports_answers_noport() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_container_answers_notrunning() {
     let label = test_label("stopped");
-    let server = TestServer::with_docker(config(&label)).await;
+    let server = TestServer::with_docker(labelled_config(&label)).await;
     server.wait_fresh().await;
     let c = blocking(move || TestContainer::with_cluster_ports(&["--label", &label])).await;
     let expected = blocking({
@@ -133,7 +123,7 @@ async fn a_stopped_container_answers_notrunning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_container_answers_nocontainer() {
-    let server = TestServer::with_docker(config(&test_label("missing"))).await;
+    let server = TestServer::with_docker(labelled_config(&test_label("missing"))).await;
     let name = format!("rediscover-test-missing-{}", unique());
     assert_eq!(discover(&server, &[&name]).await, format!("-NOCONTAINER no such container: '{name}'\r\n"));
     // Outside Docker's name alphabet: answered without asking Docker.
@@ -145,7 +135,7 @@ async fn a_missing_container_answers_nocontainer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_label_answers_an_unlabelled_container_exactly_like_a_missing_one() {
     let label = test_label("visible");
-    let config = config(&label);
+    let config = labelled_config(&label);
     let (labelled, unlabelled, stopped, portless, expected) = blocking({
         let label = label.clone();
         move || {
@@ -192,7 +182,7 @@ async fn members_lists_the_sorted_announces_of_running_labelled_containers() {
     // The server requires the key; MEMBERS asks for a value of it.
     let key = test_label("members").replace('=', "-");
     let label = format!("{key}=a");
-    let server = TestServer::with_docker(config(&key)).await;
+    let server = TestServer::with_docker(labelled_config(&key)).await;
     server.wait_fresh().await;
     let (containers, expected, all) = blocking({
         let (key, label) = (key.clone(), label.clone());
@@ -239,7 +229,7 @@ async fn members_min_wakes_up_when_a_container_starts() {
         move || TestContainer::with_cluster_ports(&["--label", &label])
     })
     .await;
-    let server = TestServer::with_docker(config(&label)).await;
+    let server = TestServer::with_docker(labelled_config(&label)).await;
     let mut waiter = server.connect().await;
     waiter.send(&common::resp(&[b"MEMBERS", b"LABEL", label.as_bytes(), b"MIN", b"2", b"TIMEOUT", b"30000"])).await;
     // Start the second container only once the request is waiting.
@@ -278,7 +268,7 @@ async fn members_min_wakes_up_when_a_container_starts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_min_times_out_with_the_timeout_error() {
     let label = test_label("timeout");
-    let server = TestServer::with_docker(config(&label)).await;
+    let server = TestServer::with_docker(labelled_config(&label)).await;
     server.wait_fresh().await;
     let (only, expected) = blocking({
         let label = label.clone();
@@ -313,7 +303,7 @@ impl Drop for TempDir {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discover_answers_dockerdown_until_the_socket_appears_then_works_without_restart() {
     let label = test_label("late-docker");
-    let config = config(&label);
+    let config = labelled_config(&label);
     let (c, expected) = blocking(move || {
         let c = TestContainer::with_cluster_ports(&["--label", &label]);
         let expected = c.expected_announce(IP);
@@ -357,7 +347,7 @@ async fn discover_answers_dockerdown_until_the_socket_appears_then_works_without
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_docker_counts_hits_misses_and_docker_calls() {
     let label = test_label("counters");
-    let server = TestServer::with_docker(config(&label)).await;
+    let server = TestServer::with_docker(labelled_config(&label)).await;
     server.wait_fresh().await;
     let mut client = server.connect().await;
     let before = client.request(&[b"INFO", b"docker"]).await;
@@ -426,9 +416,9 @@ async fn an_id_prefix_answers_over_visible_containers_only_from_the_table_and_fr
         prefixes.iter().any(|p| expected_for_prefix(p, &visible_ids).starts_with("-AMBIGUOUS")),
         "a shared prefix among {visible_ids:?}"
     );
-    let warm = TestServer::with_docker(config(&label)).await;
+    let warm = TestServer::with_docker(labelled_config(&label)).await;
     warm.wait_fresh().await;
-    let cold = TestServer::cold(config(&label)).await;
+    let cold = TestServer::cold(labelled_config(&label)).await;
     for (server, kind) in [(&warm, "from the table"), (&cold, "from Docker")] {
         let mut client = server.connect().await;
         for prefix in &prefixes {
@@ -455,7 +445,7 @@ async fn a_slash_name_is_found_on_cold_lookups() {
         }
     })
     .await;
-    let cold = TestServer::cold(config(&label)).await;
+    let cold = TestServer::cold(labelled_config(&label)).await;
     assert_eq!(discover(&cold, &[&format!("/{}", running.name)]).await, bulk(&expected));
     let slash_stopped = format!("/{}", stopped.name);
     assert_eq!(
@@ -463,7 +453,7 @@ async fn a_slash_name_is_found_on_cold_lookups() {
         format!("-NOTRUNNING container '{slash_stopped}' is not running\r\n")
     );
     // Just started, asked at once by its `/name`, as the table may not know it yet.
-    let warm = TestServer::with_docker(config(&label)).await;
+    let warm = TestServer::with_docker(labelled_config(&label)).await;
     warm.wait_fresh().await;
     let (late, expected) = blocking(move || {
         let late = TestContainer::with_cluster_ports(&["--label", &label]);
@@ -485,7 +475,7 @@ async fn counters(client: &mut common::RawClient) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hidden_container_moves_the_same_counters_as_a_missing_one() {
     let label = test_label("hidden");
-    let server = TestServer::with_docker(config(&label)).await;
+    let server = TestServer::with_docker(labelled_config(&label)).await;
     server.wait_fresh().await;
     let (visible, hidden) = blocking({
         let label = label.clone();

@@ -5,7 +5,6 @@ mod common;
 use std::time::Instant;
 
 use common::{info_number, resp, test_label, TestContainer, TestServer};
-use rediscover::Config;
 
 const CLIENTS: usize = 1000;
 const REQUESTS_EACH: usize = 100;
@@ -13,11 +12,7 @@ const REQUESTS_EACH: usize = 100;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_clients_each_discover_a_hundred_times_without_error() {
     let label = test_label("load");
-    let config = Config {
-        announce_ip: "127.0.0.1".parse().expect("an address"),
-        require_label: Some(label.parse().expect("a label filter")),
-        ..Config::default()
-    };
+    let config = common::labelled_config(&label);
     let container = tokio::task::spawn_blocking(move || TestContainer::with_cluster_ports(&["--label", &label]))
         .await
         .expect("join");

@@ -347,6 +347,15 @@ pub fn test_label(what: &str) -> String {
     format!("{TEST_LABEL}.{what}={}", unique())
 }
 
+/// A server's settings for a test: it announces 127.0.0.1 and sees only containers with `label`.
+pub fn labelled_config(label: &str) -> Config {
+    Config {
+        announce_ip: "127.0.0.1".parse().expect("an address"),
+        require_label: Some(label.parse().expect("a label filter")),
+        ..Config::default()
+    }
+}
+
 /// A number no other call in this process returns.
 pub fn unique() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
