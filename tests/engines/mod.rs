@@ -157,6 +157,12 @@ impl Engine {
         let dir = |sub: &str| self.dir.join(sub).to_string_lossy().into_owned();
         let label = format!("{ENGINE_LABEL}={}", self.name);
         let cgroup = format!("/{}", self.name);
+        // The engine's own networks come from the half of 198.18.0.0/15 the bridge is not in, not from Docker's
+        // 172.17.0.0/16 and up, where the host's manager may be.
+        let [a, b, _, _] = self.addr.octets();
+        let inner = if b == 18 { 19 } else { 18 };
+        let bip = format!("{a}.{inner}.0.1/24");
+        let pool = format!("base={a}.{inner}.0.0/16,size=24");
         // `ip netns exec` would remount /sys and hide the cgroups; a private mount namespace keeps what the engine
         // mounts out of the host's view, and a UTS namespace gives it its own host name.
         let child = Command::new("nsenter")
@@ -164,8 +170,10 @@ impl Engine {
             .args(["unshare", "--mount", "--uts", "sh", "-c", "hostname \"$0\" && exec \"$@\"", &self.name])
             .args(["dockerd", "--config-file", &dir("daemon.json"), "--data-root", &dir("data")])
             .args(["--exec-root", &dir("exec"), "--pidfile", &dir("docker.pid"), "-H", &self.host_arg()])
-            .args(["--storage-driver", &self.driver, "--cgroup-parent", &cgroup, "--label", &label])
-            .args(["--log-level", "warn"])
+            .args(["--storage-driver", &self.driver, "--label", &label])
+            // cgroupfs, whatever the host uses, so that the engine's containers live under a cgroup named after it.
+            .args(["--exec-opt", "native.cgroupdriver=cgroupfs", "--cgroup-parent", &cgroup])
+            .args(["--bip", &bip, "--default-address-pool", &pool, "--log-level", "warn"])
             // A swarm task would ask a registry for its image first; there is none, and the engines reach nothing.
             .env("DOCKER_SERVICE_PREFER_OFFLINE_IMAGE", "1")
             .stdin(Stdio::null())
@@ -480,6 +488,7 @@ pub fn leftovers(prefix: &str) -> Vec<String> {
     found.extend(netns(prefix).into_iter().map(|n| format!("netns {n}")));
     found.extend(links(prefix).into_iter().map(|l| format!("link {l}")));
     found.extend(cgroups(prefix).into_iter().map(|c| format!("cgroup {}", c.display())));
+    found.extend(mounts(prefix).into_iter().map(|m| format!("mount {m}")));
     found.extend(run_dirs(prefix).into_iter().map(|d| format!("directory {}", d.display())));
     found
 }
@@ -533,6 +542,11 @@ fn sweep(prefix: &str) {
     }
     for cgroup in cgroups(prefix) {
         remove_cgroup(&cgroup);
+    }
+    // The engines mount in a private mount namespace, which goes with their processes: a mount the host sees
+    // under a run's directory is a surprise, and must go before the directory is deleted through it.
+    for mount in mounts(prefix) {
+        quiet("umount", &["--lazy", &mount]);
     }
     for dir in run_dirs(prefix) {
         if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -707,6 +721,20 @@ fn remove_cgroup(dir: &Path) {
             eprintln!("engines: cannot remove cgroup {}: {e}; rmdir it by hand", dir.display());
         }
     }
+}
+
+/// Mount points the host sees in a run's directory, deepest first.
+fn mounts(prefix: &str) -> Vec<String> {
+    let tmp = format!("{}/", std::env::temp_dir().to_string_lossy().trim_end_matches('/'));
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<String> = table
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|point| point.strip_prefix(&tmp).is_some_and(|path| path.starts_with(prefix)))
+        .map(str::to_string)
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    found
 }
 
 fn run_dirs(prefix: &str) -> Vec<PathBuf> {
