@@ -21,8 +21,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-/// What every name of the fixture begins with.
+/// What every name of the fixture begins with, followed by the run's hex digits.
 pub const PREFIX: &str = "rdsw";
+/// How many hex digits name a run: the longest name, a veth `rdsw123456v1`, fits the 15 bytes of a link name.
+const RUN_DIGITS: usize = 6;
 /// The engine label that names an engine, seen in the swarm's node list as `Description.Engine.Labels`.
 pub const ENGINE_LABEL: &str = "io.rediscover.test.engine";
 /// How long an engine may take to answer on its socket.
@@ -133,11 +135,6 @@ impl Engine {
         processes(&self.name)
     }
 
-    /// The PID of its daemon while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.daemon.as_ref().map(Child::id)
-    }
-
     fn socket(&self) -> PathBuf {
         self.dir.join("docker.sock")
     }
@@ -218,9 +215,11 @@ pub struct Engines<'h> {
 }
 
 impl<'h> Engines<'h> {
-    /// Starts `n` engines and waits until each answers.
+    /// Starts `n` engines (1 to 9) and waits until each answers.
     pub fn start(host: &'h Host, n: usize) -> Engines<'h> {
-        let run = format!("{PREFIX}{:06x}", unique() & 0xff_ffff);
+        // Engine names end in their number, and one must never be the prefix of another.
+        assert!((1..=9).contains(&n), "start 1 to 9 extra engines, not {n}");
+        let run = format!("{PREFIX}{:0width$x}", unique() & 0xff_ffff, width = RUN_DIGITS);
         let dir = std::env::temp_dir().join(&run);
         let gateway = free_subnet();
         let bridge = format!("{run}br");
@@ -279,9 +278,10 @@ impl<'h> Engines<'h> {
     pub fn join_swarm(&mut self) {
         timed(&format!("{} engines join the host's swarm", self.engines.len()), || {
             let manager = self.host_as_manager();
-            if !in_subnet(&manager, self.gateway) {
+            let manager_ip = manager.rsplit_once(':').map_or(manager.as_str(), |(ip, _)| ip);
+            if !in_subnet(manager_ip, self.gateway) {
                 // Engines have no default route: a manager beyond the bridge needs one of its own.
-                let (route, via) = (format!("{manager}/32"), self.gateway.to_string());
+                let (route, via) = (format!("{manager_ip}/32"), self.gateway.to_string());
                 for engine in &self.engines {
                     ip(&["-n", &engine.name, "route", "add", &route, "via", &via]);
                 }
@@ -291,7 +291,7 @@ impl<'h> Engines<'h> {
                 let addr = engine.addr.to_string();
                 let listen = format!("{addr}:2377");
                 let join = ["swarm", "join", "--token", &token, "--advertise-addr", &addr, "--listen-addr", &listen];
-                engine.docker(&[&join[..], &[&format!("{manager}:2377")]].concat());
+                engine.docker(&[&join[..], &[&manager]].concat());
                 engine.node_id = Some(engine.docker(&["info", "-f", "{{.Swarm.NodeID}}"]));
             }
             for i in 0..self.engines.len() {
@@ -329,26 +329,22 @@ impl<'h> Engines<'h> {
         self.engines.iter().find(|e| e.node_id.as_deref() == Some(node_id))
     }
 
-    /// The swarm's manager address, after making the host a manager when it was outside any swarm.
+    /// The host's manager address (`ip:port`), after making the host a manager when it was outside any swarm.
     fn host_as_manager(&self) -> String {
         let state = self.host.swarm();
+        // Recorded before anything changes, so that even a killed run has it undone by the next claim. The host
+        // makes docker_gwbridge when it first runs a task, so it is recorded whether or not the swarm is ours.
+        let mark = format!("gwbridge={}\n", state.gwbridge);
+        write(&self.dir.join(HOST_SWARM_MARK), &mark);
         match state.local_node_state.as_str() {
             "inactive" => {
-                // Recorded before the swarm exists, so that even a killed run has it undone by the next claim.
-                let mark = format!("{}\n{}\n", self.run, state.gwbridge);
-                write(&self.dir.join(HOST_SWARM_MARK), &mark);
-                let gateway = self.gateway.to_string();
-                let listen = format!("{gateway}:2377");
-                docker_ok(
-                    None,
-                    &["swarm", "init", "--advertise-addr", &gateway, "--listen-addr", &listen]
-                        .into_iter()
-                        .chain(["--dispatcher-heartbeat", HEARTBEAT])
-                        .collect::<Vec<_>>(),
-                );
+                write(&self.dir.join(HOST_SWARM_MARK), &format!("{mark}init=pending\n"));
+                let (gateway, listen) = (self.gateway.to_string(), format!("{}:2377", self.gateway));
+                let init = ["swarm", "init", "--advertise-addr", &gateway, "--listen-addr", &listen];
+                docker_ok(None, &[&init[..], &["--dispatcher-heartbeat", HEARTBEAT]].concat());
                 let node = docker_ok(None, &["info", "-f", "{{.Swarm.NodeID}}"]);
-                write(&self.dir.join(HOST_SWARM_MARK), &format!("{mark}{node}\n"));
-                gateway
+                write(&self.dir.join(HOST_SWARM_MARK), &format!("{mark}init={node}\n"));
+                listen
             }
             "active" => {
                 let manages = docker_ok(None, &["info", "-f", "{{.Swarm.ControlAvailable}}"]);
@@ -356,7 +352,8 @@ impl<'h> Engines<'h> {
                     manages == "true",
                     "the host engine is a swarm worker: promote it (docker node promote) or leave the swarm to run these tests"
                 );
-                docker_ok(None, &["info", "-f", "{{.Swarm.NodeAddr}}"])
+                let own = "{{range .Swarm.RemoteManagers}}{{if eq .NodeID $.Swarm.NodeID}}{{.Addr}}{{end}}{{end}}";
+                docker_ok(None, &["info", "-f", own])
             }
             other => panic!("the host engine's swarm is {other}: repair it or `docker swarm leave` to run these tests"),
         }
@@ -482,7 +479,7 @@ impl Drop for Service {
 pub fn leftovers(prefix: &str) -> Vec<String> {
     let mut found = Vec::new();
     found.extend(processes(prefix).into_iter().map(|p| format!("process {p}: {}", cmdline(p))));
-    found.extend(swarm_nodes().into_iter().filter(|(_, e)| e.starts_with(prefix)).map(|(n, _)| format!("node {n:?}")));
+    found.extend(swarm_nodes().into_iter().filter(|(_, e)| carries(e, prefix)).map(|(n, _)| format!("node {n:?}")));
     found.extend(services(prefix).into_iter().map(|s| format!("service {s}")));
     found.extend(forward_rules(prefix).into_iter().map(|r| format!("iptables FORWARD {}", r.join(" "))));
     found.extend(netns(prefix).into_iter().map(|n| format!("netns {n}")));
@@ -523,7 +520,7 @@ fn sweep(prefix: &str) {
     for service in services(prefix) {
         quiet("docker", &["service", "rm", &service]);
     }
-    for (node, _) in swarm_nodes().into_iter().filter(|(_, engine)| engine.starts_with(prefix)) {
+    for (node, _) in swarm_nodes().into_iter().filter(|(_, engine)| carries(engine, prefix)) {
         quiet("docker", &["node", "rm", "--force", &node.id]);
     }
     for dir in run_dirs(prefix) {
@@ -556,22 +553,23 @@ fn sweep(prefix: &str) {
 }
 
 /// Leaves the swarm the fixture created on the host, if the host is still in that one, and removes the
-/// docker_gwbridge network it brought when there was none before.
+/// docker_gwbridge network that came with the fixture's tasks or swarm when there was none before.
 fn restore_host_swarm(run_dir: &Path) {
     let Ok(mark) = std::fs::read_to_string(run_dir.join(HOST_SWARM_MARK)) else { return };
-    let mut lines = mark.lines().skip(1);
-    let gwbridge_before = lines.next() == Some("true");
+    let field = |key: &str| mark.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='));
     let node = docker(None, &["info", "-f", "{{.Swarm.NodeID}}"]).unwrap_or_default();
-    // Without a node ID the run was killed between init and its record: the host is in a swarm only if it made one.
-    let ours = match lines.next() {
+    let made_by_us = match field("init") {
+        // Killed between init and its record: the host is in a swarm only if the run made one.
+        Some("pending") => !node.is_empty(),
         Some(recorded) => recorded == node,
-        None => !node.is_empty(),
+        None => false,
     };
-    if ours && !node.is_empty() {
+    if made_by_us && !node.is_empty() {
         quiet("docker", &["swarm", "leave", "--force"]);
     }
-    if !gwbridge_before && (ours || node.is_empty()) {
-        // Leaving stops the host's tasks a moment later; the network goes once their endpoints are gone.
+    if field("gwbridge") == Some("false") {
+        // The host's tasks stop a moment after their service or swarm goes, and Docker keeps the network until
+        // their endpoints are gone; it refuses while anything else uses it.
         let deadline = Instant::now() + Duration::from_secs(15);
         while network_exists("docker_gwbridge") {
             if docker(None, &["network", "rm", "docker_gwbridge"]).is_some() {
@@ -612,7 +610,6 @@ fn processes(prefix: &str) -> Vec<u32> {
         .map(|m| m.ino())
         .collect();
     let tmp = format!("{}/", std::env::temp_dir().to_string_lossy().trim_end_matches('/'));
-    let cgroup = format!(":/{prefix}");
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut found: Vec<u32> = entries
@@ -621,7 +618,11 @@ fn processes(prefix: &str) -> Vec<u32> {
         .filter(|&pid| {
             let proc = format!("/proc/{pid}");
             let in_netns = std::fs::metadata(format!("{proc}/ns/net")).is_ok_and(|m| namespaces.contains(&m.ino()));
-            let in_cgroup = std::fs::read_to_string(format!("{proc}/cgroup")).is_ok_and(|c| c.contains(&cgroup));
+            // Lines are `hierarchy:controllers:/path`; an engine's containers live under `/ENGINE/`.
+            let in_cgroup = std::fs::read_to_string(format!("{proc}/cgroup")).is_ok_and(|c| {
+                c.lines()
+                    .any(|l| l.splitn(3, ':').nth(2).is_some_and(|path| carries(path.trim_start_matches('/'), prefix)))
+            });
             (in_netns || in_cgroup || names_run_dir(&cmdline(pid), &tmp, prefix)) && !is_zombie(pid)
         })
         .collect();
@@ -635,7 +636,7 @@ fn names_run_dir(cmdline: &str, tmp: &str, prefix: &str) -> bool {
     cmdline
         .split([' ', '=', ',', ':'])
         .filter_map(|word| word.strip_prefix(tmp))
-        .any(|path| path.split('/').take(2).any(|part| part.starts_with(prefix)))
+        .any(|path| path.split('/').take(2).any(|part| carries(part, prefix)))
 }
 
 fn cmdline(pid: u32) -> String {
@@ -673,7 +674,7 @@ fn swarm_nodes() -> Vec<(Node, String)> {
 
 fn services(prefix: &str) -> Vec<String> {
     let out = docker(None, &["service", "ls", "--format", "{{.Name}}"]).unwrap_or_default();
-    out.lines().filter(|s| s.starts_with(prefix)).map(str::to_string).collect()
+    out.lines().filter(|s| carries(s, prefix)).map(str::to_string).collect()
 }
 
 /// FORWARD rules whose in-interface carries `prefix`, as the arguments after `-A FORWARD`.
@@ -683,7 +684,7 @@ fn forward_rules(prefix: &str) -> Vec<Vec<String>> {
         .lines()
         .filter_map(|l| l.strip_prefix("-A FORWARD "))
         .filter(|rule| {
-            rule.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w[0] == "-i" && w[1].starts_with(prefix))
+            rule.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w[0] == "-i" && carries(w[1], prefix))
         })
         .map(|rule| rule.split_whitespace().map(str::to_string).collect())
         .collect()
@@ -730,7 +731,7 @@ fn mounts(prefix: &str) -> Vec<String> {
     let mut found: Vec<String> = table
         .lines()
         .filter_map(|l| l.split_whitespace().nth(4))
-        .filter(|point| point.strip_prefix(&tmp).is_some_and(|path| path.starts_with(prefix)))
+        .filter(|point| point.strip_prefix(&tmp).is_some_and(|path| carries(path, prefix)))
         .map(str::to_string)
         .collect();
     found.sort_by_key(|m| std::cmp::Reverse(m.len()));
@@ -739,15 +740,24 @@ fn mounts(prefix: &str) -> Vec<String> {
 
 fn run_dirs(prefix: &str) -> Vec<PathBuf> {
     let tmp = std::env::temp_dir();
-    names_in(&tmp, prefix).into_iter().map(|n| tmp.join(n)).collect()
+    names_in(&tmp, prefix).into_iter().map(|n| tmp.join(n)).filter(|d| d.is_dir()).collect()
 }
 
+/// The fixture's names in a directory that start with `prefix`.
 fn names_in(dir: &Path, prefix: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut names: Vec<String> =
-        entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(prefix)).collect();
+        entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| carries(n, prefix)).collect();
     names.sort();
     names
+}
+
+/// Whether `name` is one of the fixture's (`rdsw`, six hex digits of a run, anything) and starts with `prefix`:
+/// other things on this machine may well begin with `rdsw`.
+fn carries(name: &str, prefix: &str) -> bool {
+    let run = name.strip_prefix(PREFIX).and_then(|rest| rest.get(..RUN_DIGITS));
+    let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    name.starts_with(prefix) && run.is_some_and(|r| r.bytes().all(hex))
 }
 
 /// Binds the machine-wide lock, waiting while another process holds it. The kernel frees an abstract socket
