@@ -102,6 +102,7 @@ fn a_lost_engine_is_marked_down_and_comes_back_ready_with_its_data() {
     let lost = &engines.engines()[0];
     assert_eq!(lost.pids(), Vec::<u32>::new(), "a lost host runs nothing");
     timed("the swarm marks a lost engine down", || engines.wait_node(0, "down", NODE_STATE));
+    // The other engine stays up: only the lost one is down.
     engines.wait_node(1, "ready", Duration::ZERO);
 
     engines.start_again(0);
