@@ -10,6 +10,15 @@
 //! directory, the engines' host names (their swarm node names) and the services tests create. One run at a time
 //! holds the machine, across processes, so whatever carries the prefix when a run begins is a leftover of a run
 //! that was killed, and is swept away.
+//!
+//! ```ignore
+//! let host = Host::claim(); // this test alone holds the host's swarm; leftovers of killed runs are gone
+//! let mut engines = Engines::start(&host, 2); // two more Docker hosts, each answering on its own socket
+//! engines.load(TEST_IMAGE); // tasks find the image without a registry
+//! engines.join_swarm(); // the host manages, the engines work; the drop undoes both
+//! let web = Service::create(&engines, "web", &["--replicas", "3"], TEST_IMAGE, &["sleep", "3600"]);
+//! engines.stop(0); // a host lost; engines.start_again(0) brings it back
+//! ```
 #![allow(dead_code, reason = "each test file uses a different part of the fixture")]
 
 use std::io::{Read, Write};
