@@ -338,6 +338,8 @@ pub fn node(id: &str, name: &str, running: bool, ports: Vec<(u16, u16)>) -> Cont
         labels: std::collections::HashMap::from([("app".to_string(), "redis".to_string())]),
         running,
         ports,
+        ip: None,
+        aliases: Vec::new(),
     }
 }
 
