@@ -96,6 +96,7 @@ fn write_section(out: &mut String, section: &str, shared: &Shared) {
             let (tasks, age) = ports.swarm_status();
             line("swarm_manager", &u8::from(ports.is_swarm()));
             line("swarm_tasks", &tasks);
+            line("swarm_reads", &ports.stats.swarm_reads.load(Ordering::Relaxed));
             line("swarm_read_ms_ago", &age.map(|a| a.as_millis().to_string()).unwrap_or_default());
             line("table_hits", &ports.stats.hits.load(Ordering::Relaxed));
             line("table_misses", &ports.stats.misses.load(Ordering::Relaxed));

@@ -128,9 +128,19 @@ impl Ports {
         self.stats.docker_calls.fetch_add(1, Ordering::Relaxed);
         let mut list = self.client.list(self.label.as_ref()).await?;
         if swarm {
-            let tasks = self.read_swarm().await?;
-            list.retain(|c| !tasks.iter().any(|t| t.id == c.id));
-            list.extend(tasks);
+            match self.read_swarm().await {
+                Ok(tasks) => {
+                    list.retain(|c| !tasks.iter().any(|t| t.id == c.id));
+                    list.extend(tasks);
+                }
+                // The engine left the swarm, or its manager role: answer for its own containers until the
+                // follower looks again.
+                Err(DockerError::Api(e)) => {
+                    tracing::warn!(error = %e, "the swarm's tasks cannot be read; answering for local containers");
+                    self.set_swarm(false);
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(list)
     }
@@ -138,6 +148,7 @@ impl Ports {
     /// The swarm's task containers.
     pub async fn read_swarm(&self) -> Result<Vec<Container>, DockerError> {
         self.stats.docker_calls.fetch_add(3, Ordering::Relaxed);
+        self.stats.swarm_reads.fetch_add(1, Ordering::Relaxed);
         self.client.swarm_tasks(self.label.as_ref()).await
     }
 
