@@ -1,158 +1,176 @@
-//! DISCOVER and MEMBERS on a swarm manager: a single-node swarm on this machine's own engine (made for the test
-//! when the engine is in none, and left again afterwards), with task containers published in host mode.
+//! DISCOVER and MEMBERS on a swarm manager: task containers on every node are answered with their node's address
+//! and the host-mode ports their task published; a single-node swarm on this machine's own engine too. Each test
+//! holds the host's swarm alone and leaves it as it found it.
 
 mod common;
+mod engines;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{
-    docker_host_port, ensure_test_image, info_number, labelled_config, run, run_ok, test_label, unique, TestServer,
-    TEST_IMAGE, TEST_LABEL,
+    ensure_test_image, info_number, labelled_config, run, run_ok, test_label, unique, TestServer, TEST_IMAGE,
 };
-use tokio::time::Instant;
+use engines::{Engines, Host, Service, Task};
 
-/// This engine as a swarm manager for the test's length: a swarm it made is left when dropped, one it found is
-/// kept.
-struct HostSwarm {
-    made: bool,
-}
-
-impl HostSwarm {
-    fn join() -> HostSwarm {
-        let state = run_ok("docker", &["info", "-f", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"]);
-        match state.as_str() {
-            "inactive false" => {
-                let ip = rediscover::config::resolve_announce_ip(None, None)
-                    .expect("this host has a default route (the swarm advertises its address)")
-                    .to_string();
-                run_ok("docker", &["swarm", "init", "--advertise-addr", &ip]);
-                HostSwarm { made: true }
-            }
-            "active true" => HostSwarm { made: false },
-            other => panic!("this engine's swarm state is '{other}': make it a manager or leave the swarm, and rerun"),
-        }
-    }
-}
-
-impl Drop for HostSwarm {
-    fn drop(&mut self) {
-        if self.made {
-            let _ = run("docker", &["swarm", "leave", "--force"]);
-        }
-    }
-}
-
-/// A replicated service of the test image, removed when dropped.
-struct Service {
-    name: String,
-}
-
-impl Service {
-    fn create(replicas: u32, extra: &[&str]) -> Service {
-        ensure_test_image();
-        let name = format!("rdtest-swarm-{}", unique() % 1_000_000_000);
-        let replicas = replicas.to_string();
-        let mut args = vec!["service", "create", "-d", "-q", "--name", &name, "--replicas", &replicas];
-        args.extend_from_slice(&["--container-label", TEST_LABEL]);
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&[TEST_IMAGE, "sleep", "3600"]);
-        run_ok("docker", &args);
-        Service { name }
-    }
-
-    /// The ids of its running task containers on this engine.
-    fn containers(&self) -> Vec<String> {
-        let filter = format!("label=com.docker.swarm.service.name={}", self.name);
-        let out = run_ok("docker", &["ps", "-q", "--no-trunc", "--filter", &filter]);
-        out.lines().map(str::to_string).collect()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = run("docker", &["service", "rm", &self.name]);
-    }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.expect("the blocking task does not panic")
-}
+/// How long a service's tasks may take to run.
+const TASKS_READY: Duration = Duration::from_secs(60);
+/// Both cluster ports published on the node that runs the task.
+const CLUSTER_PORTS: [&str; 4] = ["--publish", "mode=host,target=6379", "--publish", "mode=host,target=16379"];
 
 fn bulk(text: &str) -> String {
     format!("${}\r\n{text}\r\n", text.len())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_swarm_manager_answers_for_task_containers_with_their_nodes_address() {
+fn array(items: &[String]) -> String {
+    items.iter().fold(format!("*{}\r\n", items.len()), |out, item| out + &bulk(item))
+}
+
+/// The IPv4 host port a container publishes `port` on, asked of the engine that runs it (`-H`, or the host's).
+fn ipv4_port(host_arg: Option<&str>, container: &str, port: u16) -> u16 {
+    let port = format!("{port}/tcp");
+    let mut args = host_arg.map_or_else(Vec::new, |h| vec!["-H", h]);
+    args.extend_from_slice(&["port", container, &port]);
+    let out = run_ok("docker", &args);
+    out.lines()
+        .find_map(|l| l.strip_prefix("0.0.0.0:")?.parse().ok())
+        .unwrap_or_else(|| panic!("no IPv4 port for {port} of {container} in {out:?}"))
+}
+
+/// What DISCOVER must answer for a task: its node's address, and the ports its engine published.
+fn expected_announce(engines: &Engines, nodes: &HashMap<String, String>, task: &Task) -> String {
+    let engine = engines.by_node(&task.node_id).map(|e| e.host_arg());
+    let ip = &nodes[&task.node_id];
+    let (data, bus) = (
+        ipv4_port(engine.as_deref(), &task.container_id, 6379),
+        ipv4_port(engine.as_deref(), &task.container_id, 16379),
+    );
+    format!("{ip}:{data}@{bus}")
+}
+
+/// A runtime for the in-process server; the Docker work of these tests stays on the test's own thread, which
+/// holds the host's swarm.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime")
+}
+
+#[test]
+fn tasks_on_every_node_are_announced_at_their_nodes_address() {
     let label = test_label("swarm");
-    let (swarm, visible, hidden, node_ip) = blocking({
-        let label = label.clone();
-        move || {
-            let swarm = HostSwarm::join();
-            let node_ip = run_ok("docker", &["node", "inspect", "self", "-f", "{{.Status.Addr}}"]);
-            let ports = ["--publish", "mode=host,target=6379", "--publish", "mode=host,target=16379"];
-            let mut flags = vec!["--container-label", label.as_str()];
-            flags.extend_from_slice(&ports);
-            let visible = Service::create(2, &flags);
-            let hidden = Service::create(1, &ports);
-            (swarm, visible, hidden, node_ip)
-        }
-    })
-    .await;
-    let server = TestServer::with_docker(labelled_config(&label)).await;
-    let info = server.wait_info("the server sees the swarm", |i| info_number(i, "swarm_manager") == 1).await;
-    assert_eq!(info_number(&info, "swarm_manager"), 1, "{info}");
-
-    // Both tasks run, as the swarm tells: MEMBERS waits for them.
-    let mut client = server.connect().await;
-    let members = client.request(&[b"MEMBERS", b"MIN", b"2", b"TIMEOUT", b"60000"]).await;
-    assert!(members.starts_with("*2\r\n"), "{members}");
-
-    let started = Instant::now();
-    let (ids, hidden_ids) = loop {
-        let (ids, hidden_ids) = blocking({
-            let (v, h) = (visible.containers(), hidden.containers());
-            move || (v, h)
+    ensure_test_image();
+    let host = Host::claim();
+    let mut engines = Engines::start(&host, 2);
+    engines.load(TEST_IMAGE);
+    engines.join_swarm();
+    let spread = ["--replicas", "3", "--placement-pref", "spread=node.id", "--replicas-max-per-node", "1"];
+    let flags = [&spread[..], &["--container-label", &label], &CLUSTER_PORTS].concat();
+    let redis = Service::create(&engines, "redis", &flags, TEST_IMAGE, &["sleep", "3600"]);
+    let other = [&["--replicas", "1"][..], &CLUSTER_PORTS].concat();
+    let hidden = Service::create(&engines, "other", &other, TEST_IMAGE, &["sleep", "3600"]);
+    let tasks = redis.wait_running(3, TASKS_READY);
+    let hidden_task = hidden.wait_running(1, TASKS_READY).remove(0);
+    let nodes: HashMap<String, String> = host.nodes().into_iter().map(|n| (n.id, n.addr)).collect();
+    let expected: Vec<(Task, String)> = tasks
+        .into_iter()
+        .map(|t| {
+            let announce = expected_announce(&engines, &nodes, &t);
+            (t, announce)
         })
-        .await;
-        if ids.len() == 2 && hidden_ids.len() == 1 {
-            break (ids, hidden_ids);
+        .collect();
+    let distinct_ips: std::collections::HashSet<&str> =
+        expected.iter().map(|(_, e)| e.split(':').next().unwrap_or_default()).collect();
+    assert_eq!(distinct_ips.len(), 3, "one task on each node: {expected:?}");
+
+    runtime().block_on(async {
+        let server = TestServer::with_docker(labelled_config(&label)).await;
+        server.wait_info("the server reads the swarm's tasks", |i| info_number(i, "swarm_tasks") == 3).await;
+        let mut client = server.connect().await;
+        let mut members: Vec<String> = expected.iter().map(|(_, e)| e.clone()).collect();
+        members.sort();
+        assert_eq!(client.request(&[b"MEMBERS", b"MIN", b"3", b"TIMEOUT", b"30000"]).await, array(&members));
+        for (task, announce) in &expected {
+            // By hostname: a task container's default hostname is its short id.
+            let reply = client.request(&[b"DISCOVER", &task.container_id.as_bytes()[..12]]).await;
+            assert_eq!(reply, bulk(announce), "task {task:?}");
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "the services' tasks never ran: {ids:?} {hidden_ids:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let mut expected_members = Vec::new();
-    for id in &ids {
-        let (owned, node_ip) = (id.clone(), node_ip.clone());
-        let (expected, name, slot_name) = blocking(move || {
-            let id = owned;
-            let expected = format!("{node_ip}:{}@{}", docker_host_port(&id, 6379), docker_host_port(&id, 16379));
-            let name = run_ok("docker", &["inspect", "-f", "{{.Name}}", &id]).trim_start_matches('/').to_string();
-            let slot =
-                run_ok("docker", &["inspect", "-f", "{{index .Config.Labels \"com.docker.swarm.task.name\"}}", &id]);
-            let slot_name = slot.rsplit_once('.').map(|(s, _)| s.to_string()).unwrap_or_default();
-            (expected, name, slot_name)
-        })
-        .await;
-        // By hostname (the short id), by the container's name (service.slot.task) and by service.slot.
-        for query in [&id[..12], name.as_str(), slot_name.as_str()] {
-            let reply = client.request(&[b"DISCOVER", query.as_bytes()]).await;
-            assert_eq!(reply, bulk(&expected), "DISCOVER {query}");
+        let short = &hidden_task.container_id[..12];
+        let reply = client.request(&[b"DISCOVER", short.as_bytes()]).await;
+        assert_eq!(reply, format!("-NOCONTAINER no such container: '{short}'\r\n"), "a task without the label");
+    });
+    println!("swarm: {} tasks announced at {distinct_ips:?}", expected.len());
+}
+
+/// This engine alone as a swarm manager: a swarm it made is left when dropped (with the network it made).
+struct SingleNodeSwarm {
+    made: bool,
+    gwbridge: bool,
+}
+
+impl SingleNodeSwarm {
+    fn init(host: &Host) -> SingleNodeSwarm {
+        let before = host.swarm();
+        match before.local_node_state.as_str() {
+            "inactive" => {
+                let ip = rediscover::config::resolve_announce_ip(None, None)
+                    .expect("this host has a default route (the swarm advertises its address)")
+                    .to_string();
+                run_ok("docker", &["swarm", "init", "--advertise-addr", &ip]);
+                SingleNodeSwarm { made: true, gwbridge: before.gwbridge }
+            }
+            "active" => SingleNodeSwarm { made: false, gwbridge: before.gwbridge },
+            other => panic!("this engine's swarm state is '{other}': make it a manager or leave the swarm, and rerun"),
         }
-        expected_members.push(expected);
     }
-    expected_members.sort();
-    let mut want = format!("*{}\r\n", expected_members.len());
-    for m in &expected_members {
-        want.push_str(&bulk(m));
+}
+
+impl Drop for SingleNodeSwarm {
+    fn drop(&mut self) {
+        if self.made {
+            let _ = run("docker", &["swarm", "leave", "--force"]);
+            if !self.gwbridge {
+                let _ = run("docker", &["network", "rm", "docker_gwbridge"]);
+            }
+        }
     }
-    assert_eq!(client.request(&[b"MEMBERS"]).await, want);
-    // A task without the label is answered as a missing container.
-    let short = &hidden_ids[0][..12];
-    let reply = client.request(&[b"DISCOVER", short.as_bytes()]).await;
-    assert_eq!(reply, format!("-NOCONTAINER no such container: '{short}'\r\n"));
-    let info = server.info_docker().await;
-    assert_eq!(info_number(&info, "swarm_tasks"), 2, "{info}");
-    drop(server);
-    blocking(move || drop((visible, hidden, swarm))).await;
+}
+
+#[test]
+fn a_single_node_swarm_on_this_engine_answers_by_id_name_and_slot() {
+    let label = test_label("single");
+    ensure_test_image();
+    let host = Host::claim();
+    let swarm = SingleNodeSwarm::init(&host);
+    let node_ip = run_ok("docker", &["node", "inspect", "self", "-f", "{{.Status.Addr}}"]);
+    let name = format!("rdtest-single-{}", unique() % 1_000_000_000);
+    let image = run_ok("docker", &["image", "inspect", "-f", "{{.Id}}", TEST_IMAGE]);
+    let mut args = vec!["service", "create", "-d", "-q", "--no-resolve-image", "--name", &name, "--replicas", "2"];
+    args.extend_from_slice(&["--container-label", &label]);
+    args.extend_from_slice(&CLUSTER_PORTS);
+    args.extend_from_slice(&[&image, "sleep", "3600"]);
+    run_ok("docker", &args);
+    let service = Service { name };
+    let mut expected = Vec::new();
+    for task in service.wait_running(2, TASKS_READY) {
+        let id = task.container_id;
+        let announce = format!("{node_ip}:{}@{}", ipv4_port(None, &id, 6379), ipv4_port(None, &id, 16379));
+        let name = run_ok("docker", &["inspect", "-f", "{{.Name}}", &id]).trim_start_matches('/').to_string();
+        let slot_name = name.rsplit_once('.').map(|(s, _)| s.to_string()).unwrap_or_default();
+        expected.push((id, name, slot_name, announce));
+    }
+    runtime().block_on(async {
+        let server = TestServer::with_docker(labelled_config(&label)).await;
+        server.wait_info("the server reads the swarm's tasks", |i| info_number(i, "swarm_tasks") == 2).await;
+        let mut client = server.connect().await;
+        for (id, name, slot_name, announce) in &expected {
+            // By hostname (the short id), by the container's name (service.slot.task-id) and by service.slot.
+            for query in [&id[..12], name.as_str(), slot_name.as_str()] {
+                let reply = client.request(&[b"DISCOVER", query.as_bytes()]).await;
+                assert_eq!(reply, bulk(announce), "DISCOVER {query}");
+            }
+        }
+        let mut members: Vec<String> = expected.iter().map(|e| e.3.clone()).collect();
+        members.sort();
+        assert_eq!(client.request(&[b"MEMBERS"]).await, array(&members));
+    });
+    drop((service, swarm));
 }

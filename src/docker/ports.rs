@@ -231,7 +231,15 @@ impl Ports {
 
     /// Applies a read of `id` issued after event `event`; `None` when Docker has no such container.
     pub fn settle(&self, id: &str, event: u64, container: Option<Container>) {
-        if write(&self.table).settle(id, event, container) {
+        let mut table = write(&self.table);
+        // On a swarm manager, a task container is announced at its node's address, which only the swarm tells:
+        // until the swarm's tasks are read again, it is answered from Docker.
+        let task = container.as_ref().is_some_and(|c| c.labels.contains_key(super::swarm::TASK_ID_LABEL));
+        if task && self.is_swarm() && !table.is_swarm_task(id) {
+            return;
+        }
+        if table.settle(id, event, container) {
+            drop(table);
             self.bump();
         }
     }

@@ -13,6 +13,8 @@ use super::table::{Container, LabelFilter};
 
 /// A node label that overrides the address announced for the tasks on that node (a host behind its own NAT).
 pub const ANNOUNCE_IP_LABEL: &str = "io.rediscover.announce-ip";
+/// The label Docker puts on a task's container.
+pub const TASK_ID_LABEL: &str = "com.docker.swarm.task.id";
 
 /// The task containers the swarm wants running and that carry `label`, as table entries: named
 /// `service.slot.task-id` (Docker's name for the container) and also `service.slot`, with their node's address.

@@ -195,6 +195,11 @@ impl PortTable {
         }
     }
 
+    /// Whether it holds this container as a swarm task (with its node's address).
+    pub fn is_swarm_task(&self, id: &str) -> bool {
+        self.by_id.get(id).is_some_and(|c| c.ip.is_some())
+    }
+
     /// How many swarm tasks it holds.
     pub fn swarm_len(&self) -> usize {
         self.by_id.values().filter(|c| c.ip.is_some()).count()
