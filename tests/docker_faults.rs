@@ -92,6 +92,9 @@ async fn answer(mut stream: UnixStream, state: Arc<Mutex<FakeState>>, drop_event
         Mode::NoEvents if line.contains("/events") => {
             return respond(&mut stream, "500 Internal Server Error", r#"{"message":"no events today"}"#).await
         }
+        Mode::Serve | Mode::NoEvents if line.contains("/info") => {
+            r#"{"Swarm":{"LocalNodeState":"inactive","ControlAvailable":false}}"#.to_string()
+        }
         Mode::Serve | Mode::NoEvents if line.contains("/version") => {
             r#"{"ApiVersion":"1.41","Version":"20.10.24"}"#.to_string()
         }

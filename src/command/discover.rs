@@ -135,7 +135,9 @@ pub fn announce(
     let bus = bus_port.unwrap_or(shared.config.bus_port);
     let host_data = container.host_port(data).ok_or(data)?;
     let host_bus = container.host_port(bus).ok_or(bus)?;
-    Ok(Announce { ip: shared.config.announce_ip, port: host_data, bus_port: host_bus })
+    // A swarm task announces its node's address; a local container, the server's.
+    let ip = container.ip.unwrap_or(shared.config.announce_ip);
+    Ok(Announce { ip, port: host_data, bus_port: host_bus })
 }
 
 fn parse_port(arg: &Bytes) -> Result<u16, CommandError> {

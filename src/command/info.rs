@@ -93,6 +93,11 @@ fn write_section(out: &mut String, section: &str, shared: &Shared) {
             line("table_fresh", &u8::from(ports.is_fresh()));
             line("table_size", &ports.table_len());
             line("table_changed", &ports.changed_len());
+            let (tasks, age) = ports.swarm_status();
+            line("swarm_manager", &u8::from(ports.is_swarm()));
+            line("swarm_tasks", &tasks);
+            line("swarm_reads", &ports.stats.swarm_reads.load(Ordering::Relaxed));
+            line("swarm_read_ms_ago", &age.map(|a| a.as_millis().to_string()).unwrap_or_default());
             line("table_hits", &ports.stats.hits.load(Ordering::Relaxed));
             line("table_misses", &ports.stats.misses.load(Ordering::Relaxed));
             line("docker_calls", &ports.stats.docker_calls.load(Ordering::Relaxed));

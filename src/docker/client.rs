@@ -7,7 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerInspectResponse, ContainerSummary, ContainerSummaryStateEnum, PortMap};
-use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListContainersOptions};
+use bollard::query_parameters::{
+    EventsOptions, InspectContainerOptions, ListContainersOptions, ListNodesOptions, ListServicesOptions,
+    ListTasksOptions,
+};
 use bollard::Docker;
 use futures_util::{Stream, StreamExt};
 
@@ -96,6 +99,23 @@ impl DockerClient {
         let options = ListContainersOptions { all: true, filters, ..Default::default() };
         let list = self.call(docker.list_containers(Some(options))).await?;
         Ok(list.into_iter().filter_map(from_summary).collect())
+    }
+
+    /// Whether this engine is a manager of a swarm, and so can tell the tasks of every node.
+    pub async fn is_swarm_manager(&self) -> Result<bool, DockerError> {
+        let docker = self.docker().await?;
+        let info = self.call(docker.info()).await?;
+        Ok(info.swarm.and_then(|s| s.control_available).unwrap_or(false))
+    }
+
+    /// The swarm's task containers that carry `label`, with their nodes' addresses (three calls: tasks, nodes,
+    /// services).
+    pub async fn swarm_tasks(&self, label: Option<&LabelFilter>) -> Result<Vec<Container>, DockerError> {
+        let docker = self.docker().await?;
+        let tasks = self.call(docker.list_tasks(None::<ListTasksOptions>)).await?;
+        let nodes = self.call(docker.list_nodes(None::<ListNodesOptions>)).await?;
+        let services = self.call(docker.list_services(None::<ListServicesOptions>)).await?;
+        Ok(super::swarm::task_containers(tasks, &nodes, &services, label))
     }
 
     /// Follows the events of containers that carry `label` (all without one), from `since` on.
@@ -216,6 +236,8 @@ fn from_summary(s: ContainerSummary) -> Option<Container> {
         labels: s.labels.unwrap_or_default(),
         running,
         ports,
+        ip: None,
+        aliases: Vec::new(),
     })
 }
 
@@ -232,6 +254,8 @@ fn from_inspect(r: ContainerInspectResponse) -> Option<Container> {
         labels: r.config.and_then(|c| c.labels).unwrap_or_default(),
         running,
         ports,
+        ip: None,
+        aliases: Vec::new(),
     })
 }
 

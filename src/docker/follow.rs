@@ -24,6 +24,8 @@ const REPLAY_MARGIN: Duration = Duration::from_secs(1);
 /// Most reads of changed containers out at once; the rest wait their turn (and are answered from Docker
 /// meanwhile).
 const MAX_READS: usize = 16;
+/// How often a swarm manager's tasks are read again: Swarm sends no task events.
+const SWARM_READ_EVERY: Duration = Duration::from_secs(2);
 
 /// Keeps the table in step with Docker until `shutdown`: list once, then follow events; on any failure mark the
 /// table stale, wait, reconnect and list again.
@@ -49,7 +51,12 @@ async fn sync_and_follow(ports: &Arc<Ports>, retry: &mut Duration) -> DockerErro
     // container again, while missing one could leave old ports in it.
     let since = SystemTime::now() - REPLAY_MARGIN;
     ports.stats.docker_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let list = match client.list(ports.label()).await {
+    let swarm = match client.is_swarm_manager().await {
+        Ok(manager) => manager,
+        Err(e) => return e,
+    };
+    ports.set_swarm(swarm);
+    let list = match ports.read_all(swarm).await {
         Ok(list) => list,
         Err(e) => return e,
     };
@@ -59,7 +66,11 @@ async fn sync_and_follow(ports: &Arc<Ports>, retry: &mut Duration) -> DockerErro
     };
     ports.install(list);
     *retry = RETRY_FIRST;
-    tracing::info!(containers = ports.table_len(), "port table synced with Docker");
+    tracing::info!(containers = ports.table_len(), swarm, "port table synced with Docker");
+    let mut swarm_reads: JoinSet<Result<Vec<Container>, DockerError>> = JoinSet::new();
+    let mut swarm_tick = tokio::time::interval(SWARM_READ_EVERY);
+    swarm_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    swarm_tick.reset();
     // Dropped with this function: a resync abandons the reads still out.
     let mut reads: JoinSet<Read> = JoinSet::new();
     let mut waiting: VecDeque<String> = VecDeque::new();
@@ -73,6 +84,15 @@ async fn sync_and_follow(ports: &Arc<Ports>, retry: &mut Duration) -> DockerErro
                 }
                 Some(Err(e)) => return e,
                 None => return DockerError::Unreachable("the event stream ended".into()),
+            },
+            _ = swarm_tick.tick(), if swarm && swarm_reads.is_empty() => {
+                let ports = ports.clone();
+                swarm_reads.spawn(async move { ports.read_swarm().await });
+            }
+            Some(done) = swarm_reads.join_next(), if !swarm_reads.is_empty() => match done {
+                Ok(Ok(tasks)) => ports.install_swarm(tasks),
+                Ok(Err(e)) => return e,
+                Err(e) => return DockerError::Unreachable(format!("a swarm read failed: {e}")),
             },
             Some(done) = reads.join_next(), if !reads.is_empty() => match done {
                 Ok((id, event, Ok(container))) => ports.settle(&id, event, container),

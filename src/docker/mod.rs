@@ -7,6 +7,7 @@
 //! - [`misses`]: lookups the table cannot answer share Docker list calls.
 //! - [`follow`]: the event follower that keeps the table current.
 //! - [`stats`]: counters for INFO.
+//! - [`swarm`]: on a swarm manager, the task containers of every node.
 //! - [`client`]: the Docker API through bollard.
 //!
 //! With a required label, Docker itself filters lists and events, so the table never holds a container
@@ -17,6 +18,7 @@ pub mod follow;
 pub mod misses;
 pub mod ports;
 pub mod stats;
+pub mod swarm;
 pub mod table;
 
 use std::sync::{Mutex, RwLock};

@@ -22,6 +22,10 @@ pub struct Ports {
     client: DockerClient,
     label: Option<LabelFilter>,
     misses: Misses,
+    /// True when the engine manages a swarm: lookups see the tasks of every node.
+    swarm: AtomicBool,
+    /// When the swarm's tasks were last read into the table.
+    swarm_read: Mutex<Option<std::time::Instant>>,
     last_error: Mutex<Option<String>>,
     /// Counters for INFO.
     pub stats: PortStats,
@@ -38,6 +42,8 @@ impl Ports {
             client,
             label,
             misses: Misses::default(),
+            swarm: AtomicBool::new(false),
+            swarm_read: Mutex::new(None),
             last_error: Mutex::new(None),
             stats: PortStats::default(),
         })
@@ -110,18 +116,72 @@ impl Ports {
         Ok(self.ask_docker().await?.running().cloned().collect())
     }
 
-    /// Docker's list, from a call that started after this lookup arrived.
+    /// Docker's list (and on a swarm manager, the swarm's tasks), from calls that started after this lookup
+    /// arrived.
     async fn ask_docker(&self) -> Result<Arc<PortTable>, DockerError> {
-        self.misses
-            .snapshot(|| {
-                self.stats.docker_calls.fetch_add(1, Ordering::Relaxed);
-                self.client.list(self.label.as_ref())
-            })
-            .await
+        self.misses.snapshot(|| self.read_all(self.is_swarm())).await
+    }
+
+    /// Every container the engine runs, and with `swarm` every task container of the swarm, which replaces the
+    /// local entry of the same container.
+    pub async fn read_all(&self, swarm: bool) -> Result<Vec<Container>, DockerError> {
+        self.stats.docker_calls.fetch_add(1, Ordering::Relaxed);
+        let mut list = self.client.list(self.label.as_ref()).await?;
+        if swarm {
+            match self.read_swarm().await {
+                Ok(tasks) => {
+                    list.retain(|c| !tasks.iter().any(|t| t.id == c.id));
+                    list.extend(tasks);
+                }
+                // The engine left the swarm, or its manager role: answer for its own containers until the
+                // follower looks again.
+                Err(DockerError::Api(e)) => {
+                    tracing::warn!(error = %e, "the swarm's tasks cannot be read; answering for local containers");
+                    self.set_swarm(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(list)
+    }
+
+    /// The swarm's task containers.
+    pub async fn read_swarm(&self) -> Result<Vec<Container>, DockerError> {
+        self.stats.docker_calls.fetch_add(3, Ordering::Relaxed);
+        self.stats.swarm_reads.fetch_add(1, Ordering::Relaxed);
+        self.client.swarm_tasks(self.label.as_ref()).await
+    }
+
+    /// True when the engine was last seen to manage a swarm.
+    pub fn is_swarm(&self) -> bool {
+        self.swarm.load(Ordering::Acquire)
+    }
+
+    /// Records whether the engine manages a swarm.
+    pub fn set_swarm(&self, manager: bool) {
+        self.swarm.store(manager, Ordering::Release);
+        if !manager {
+            lock(&self.swarm_read).take();
+        }
+    }
+
+    /// How many swarm tasks the table holds, and how long ago they were read.
+    pub fn swarm_status(&self) -> (usize, Option<std::time::Duration>) {
+        (read(&self.table).swarm_len(), lock(&self.swarm_read).map(|t| t.elapsed()))
+    }
+
+    /// Replaces the table's swarm tasks with a fresh read.
+    pub fn install_swarm(&self, tasks: Vec<Container>) {
+        write(&self.table).replace_swarm(tasks);
+        *lock(&self.swarm_read) = Some(std::time::Instant::now());
+        self.bump();
     }
 
     /// Replaces the table with a complete list of containers, as a resync does, and trusts it from now on.
     pub fn install(&self, containers: Vec<Container>) {
+        if self.is_swarm() {
+            *lock(&self.swarm_read) = Some(std::time::Instant::now());
+        }
         *write(&self.table) = PortTable::from_containers(containers);
         self.fresh.store(true, Ordering::Release);
         lock(&self.last_error).take();
@@ -171,7 +231,15 @@ impl Ports {
 
     /// Applies a read of `id` issued after event `event`; `None` when Docker has no such container.
     pub fn settle(&self, id: &str, event: u64, container: Option<Container>) {
-        if write(&self.table).settle(id, event, container) {
+        let mut table = write(&self.table);
+        // On a swarm manager, a task container is announced at its node's address, which only the swarm tells:
+        // until the swarm's tasks are read again, it is answered from Docker.
+        let task = container.as_ref().is_some_and(|c| c.labels.contains_key(super::swarm::TASK_ID_LABEL));
+        if task && self.is_swarm() && !table.is_swarm_task(id) {
+            return;
+        }
+        if table.settle(id, event, container) {
+            drop(table);
             self.bump();
         }
     }

@@ -9,8 +9,10 @@ pub struct PortStats {
     pub hits: AtomicU64,
     /// Lookups that had to ask Docker.
     pub misses: AtomicU64,
-    /// Requests sent to Docker (list, inspect).
+    /// Requests sent to Docker (info, list, inspect; tasks, nodes and services on a swarm manager).
     pub docker_calls: AtomicU64,
+    /// Times the swarm's tasks were read (three of the calls each).
+    pub swarm_reads: AtomicU64,
     /// Times the table was rebuilt from a full list.
     pub resyncs: AtomicU64,
     /// Container events applied.

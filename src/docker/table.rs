@@ -2,6 +2,7 @@
 //! name, id or id prefix finds one.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Length of the short id Docker uses as a container's default hostname.
@@ -22,6 +23,10 @@ pub struct Container {
     pub running: bool,
     /// Published TCP ports: (container port, host port).
     pub ports: Vec<(u16, u16)>,
+    /// The address to announce for it when it is not the server's own: a swarm task's node address.
+    pub ip: Option<IpAddr>,
+    /// Other names it answers to: a swarm task's `service.slot`.
+    pub aliases: Vec<String>,
 }
 
 impl Container {
@@ -157,7 +162,14 @@ impl PortTable {
             return false;
         }
         match read {
-            Some(container) => self.upsert(container),
+            // A local read of a swarm task knows nothing of its node: keep what the swarm said.
+            Some(mut container) => {
+                if let Some(known) = self.by_id.get(id).filter(|_| container.ip.is_none()) {
+                    container.ip = known.ip;
+                    container.aliases = known.aliases.clone();
+                }
+                self.upsert(container)
+            }
             None => self.remove(id),
         }
         true
@@ -172,13 +184,36 @@ impl PortTable {
         }
     }
 
+    /// Replaces every swarm task (an entry with a node address) with `tasks`, leaving local containers as they are.
+    pub fn replace_swarm(&mut self, tasks: Vec<Container>) {
+        let old: Vec<String> = self.by_id.values().filter(|c| c.ip.is_some()).map(|c| c.id.clone()).collect();
+        for id in old {
+            self.remove(&id);
+        }
+        for task in tasks {
+            self.upsert(task);
+        }
+    }
+
+    /// Whether it holds this container as a swarm task (with its node's address).
+    pub fn is_swarm_task(&self, id: &str) -> bool {
+        self.by_id.get(id).is_some_and(|c| c.ip.is_some())
+    }
+
+    /// How many swarm tasks it holds.
+    pub fn swarm_len(&self) -> usize {
+        self.by_id.values().filter(|c| c.ip.is_some()).count()
+    }
+
     /// Adds a container or replaces what the table knew of it.
     pub fn upsert(&mut self, container: Container) {
         self.remove(&container.id);
         let container = Arc::new(container);
         let short = short_id(&container.id).to_string();
         self.by_short_id.entry(short).or_default().push(container.clone());
-        self.by_name.insert(container.name.clone(), container.clone());
+        for name in std::iter::once(&container.name).chain(&container.aliases) {
+            self.by_name.insert(name.clone(), container.clone());
+        }
         self.by_id.insert(container.id.clone(), container);
     }
 
@@ -188,8 +223,10 @@ impl PortTable {
         let Some(old) = self.by_id.remove(id) else {
             return;
         };
-        if self.by_name.get(&old.name).is_some_and(|c| c.id == id) {
-            self.by_name.remove(&old.name);
+        for name in std::iter::once(&old.name).chain(&old.aliases) {
+            if self.by_name.get(name).is_some_and(|c| c.id == id) {
+                self.by_name.remove(name);
+            }
         }
         let short = short_id(id);
         if let Some(same_prefix) = self.by_short_id.get_mut(short) {
@@ -246,6 +283,8 @@ mod tests {
             labels: HashMap::from([("role".to_string(), "redis".to_string())]),
             running: true,
             ports: vec![(6379, 32768), (16379, 32769)],
+            ip: None,
+            aliases: Vec::new(),
         }
     }
 

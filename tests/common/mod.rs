@@ -128,6 +128,12 @@ pub fn info_value(info: &str, field: &str) -> Option<String> {
     info.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(|v| v.trim().to_string()))
 }
 
+/// The Docker calls an INFO docker reply counts, less the periodic reads of a swarm (three calls each) that a
+/// swarm manager makes whatever the test does.
+pub fn own_docker_calls(info: &str) -> u64 {
+    info_number(info, "docker_calls") - 3 * info_number(info, "swarm_reads")
+}
+
 /// One numeric field of an INFO reply; the test fails when it is missing.
 pub fn info_number(info: &str, field: &str) -> u64 {
     info_value(info, field).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no number {field} in {info}"))
@@ -338,6 +344,8 @@ pub fn node(id: &str, name: &str, running: bool, ports: Vec<(u16, u16)>) -> Cont
         labels: std::collections::HashMap::from([("app".to_string(), "redis".to_string())]),
         running,
         ports,
+        ip: None,
+        aliases: Vec::new(),
     }
 }
 

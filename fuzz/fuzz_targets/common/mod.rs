@@ -19,6 +19,8 @@ pub fn shared(config: Config) -> Arc<Shared> {
         labels: HashMap::from([("app".to_string(), name.to_string())]),
         running,
         ports: ports.to_vec(),
+        ip: None,
+        aliases: Vec::new(),
     };
     // No Docker engine answers behind the table: what it cannot answer gets DOCKERDOWN at once.
     let ports = Ports::new(DockerClient::new("/nonexistent/docker.sock", config.docker_timeout), None);

@@ -1,0 +1,176 @@
+//! DISCOVER and MEMBERS on a swarm manager: task containers on every node are answered with their node's address
+//! and the host-mode ports their task published; a single-node swarm on this machine's own engine too. Each test
+//! holds the host's swarm alone and leaves it as it found it.
+
+mod common;
+mod engines;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{
+    ensure_test_image, info_number, labelled_config, run, run_ok, test_label, unique, TestServer, TEST_IMAGE,
+};
+use engines::{Engines, Host, Service, Task};
+
+/// How long a service's tasks may take to run.
+const TASKS_READY: Duration = Duration::from_secs(60);
+/// Both cluster ports published on the node that runs the task.
+const CLUSTER_PORTS: [&str; 4] = ["--publish", "mode=host,target=6379", "--publish", "mode=host,target=16379"];
+
+fn bulk(text: &str) -> String {
+    format!("${}\r\n{text}\r\n", text.len())
+}
+
+fn array(items: &[String]) -> String {
+    items.iter().fold(format!("*{}\r\n", items.len()), |out, item| out + &bulk(item))
+}
+
+/// The IPv4 host port a container publishes `port` on, asked of the engine that runs it (`-H`, or the host's).
+fn ipv4_port(host_arg: Option<&str>, container: &str, port: u16) -> u16 {
+    let port = format!("{port}/tcp");
+    let mut args = host_arg.map_or_else(Vec::new, |h| vec!["-H", h]);
+    args.extend_from_slice(&["port", container, &port]);
+    let out = run_ok("docker", &args);
+    out.lines()
+        .find_map(|l| l.strip_prefix("0.0.0.0:")?.parse().ok())
+        .unwrap_or_else(|| panic!("no IPv4 port for {port} of {container} in {out:?}"))
+}
+
+/// What DISCOVER must answer for a task: its node's address, and the ports its engine published.
+fn expected_announce(engines: &Engines, nodes: &HashMap<String, String>, task: &Task) -> String {
+    let engine = engines.by_node(&task.node_id).map(|e| e.host_arg());
+    let ip = &nodes[&task.node_id];
+    let (data, bus) = (
+        ipv4_port(engine.as_deref(), &task.container_id, 6379),
+        ipv4_port(engine.as_deref(), &task.container_id, 16379),
+    );
+    format!("{ip}:{data}@{bus}")
+}
+
+/// A runtime for the in-process server; the Docker work of these tests stays on the test's own thread, which
+/// holds the host's swarm.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime")
+}
+
+#[test]
+fn tasks_on_every_node_are_announced_at_their_nodes_address() {
+    let label = test_label("swarm");
+    ensure_test_image();
+    let host = Host::claim();
+    let mut engines = Engines::start(&host, 2);
+    engines.load(TEST_IMAGE);
+    engines.join_swarm();
+    let spread = ["--replicas", "3", "--placement-pref", "spread=node.id", "--replicas-max-per-node", "1"];
+    let flags = [&spread[..], &["--container-label", &label], &CLUSTER_PORTS].concat();
+    let redis = Service::create(&engines, "redis", &flags, TEST_IMAGE, &["sleep", "3600"]);
+    let other = [&["--replicas", "1"][..], &CLUSTER_PORTS].concat();
+    let hidden = Service::create(&engines, "other", &other, TEST_IMAGE, &["sleep", "3600"]);
+    let tasks = redis.wait_running(3, TASKS_READY);
+    let hidden_task = hidden.wait_running(1, TASKS_READY).remove(0);
+    let nodes: HashMap<String, String> = host.nodes().into_iter().map(|n| (n.id, n.addr)).collect();
+    let expected: Vec<(Task, String)> = tasks
+        .into_iter()
+        .map(|t| {
+            let announce = expected_announce(&engines, &nodes, &t);
+            (t, announce)
+        })
+        .collect();
+    let distinct_ips: std::collections::HashSet<&str> =
+        expected.iter().map(|(_, e)| e.split(':').next().unwrap_or_default()).collect();
+    assert_eq!(distinct_ips.len(), 3, "one task on each node: {expected:?}");
+
+    runtime().block_on(async {
+        let server = TestServer::with_docker(labelled_config(&label)).await;
+        server.wait_info("the server reads the swarm's tasks", |i| info_number(i, "swarm_tasks") == 3).await;
+        let mut client = server.connect().await;
+        let mut members: Vec<String> = expected.iter().map(|(_, e)| e.clone()).collect();
+        members.sort();
+        assert_eq!(client.request(&[b"MEMBERS", b"MIN", b"3", b"TIMEOUT", b"30000"]).await, array(&members));
+        for (task, announce) in &expected {
+            // By hostname: a task container's default hostname is its short id.
+            let reply = client.request(&[b"DISCOVER", &task.container_id.as_bytes()[..12]]).await;
+            assert_eq!(reply, bulk(announce), "task {task:?}");
+        }
+        let short = &hidden_task.container_id[..12];
+        let reply = client.request(&[b"DISCOVER", short.as_bytes()]).await;
+        assert_eq!(reply, format!("-NOCONTAINER no such container: '{short}'\r\n"), "a task without the label");
+    });
+    println!("swarm: {} tasks announced at {distinct_ips:?}", expected.len());
+}
+
+/// This engine alone as a swarm manager: a swarm it made is left when dropped (with the network it made).
+struct SingleNodeSwarm {
+    made: bool,
+    gwbridge: bool,
+}
+
+impl SingleNodeSwarm {
+    fn init(host: &Host) -> SingleNodeSwarm {
+        let before = host.swarm();
+        match before.local_node_state.as_str() {
+            "inactive" => {
+                let ip = rediscover::config::resolve_announce_ip(None, None)
+                    .expect("this host has a default route (the swarm advertises its address)")
+                    .to_string();
+                run_ok("docker", &["swarm", "init", "--advertise-addr", &ip]);
+                SingleNodeSwarm { made: true, gwbridge: before.gwbridge }
+            }
+            "active" => SingleNodeSwarm { made: false, gwbridge: before.gwbridge },
+            other => panic!("this engine's swarm state is '{other}': make it a manager or leave the swarm, and rerun"),
+        }
+    }
+}
+
+impl Drop for SingleNodeSwarm {
+    fn drop(&mut self) {
+        if self.made {
+            let _ = run("docker", &["swarm", "leave", "--force"]);
+            if !self.gwbridge {
+                let _ = run("docker", &["network", "rm", "docker_gwbridge"]);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_single_node_swarm_on_this_engine_answers_by_id_name_and_slot() {
+    let label = test_label("single");
+    ensure_test_image();
+    let host = Host::claim();
+    let swarm = SingleNodeSwarm::init(&host);
+    let node_ip = run_ok("docker", &["node", "inspect", "self", "-f", "{{.Status.Addr}}"]);
+    let name = format!("rdtest-single-{}", unique() % 1_000_000_000);
+    let image = run_ok("docker", &["image", "inspect", "-f", "{{.Id}}", TEST_IMAGE]);
+    let mut args = vec!["service", "create", "-d", "-q", "--no-resolve-image", "--name", &name, "--replicas", "2"];
+    args.extend_from_slice(&["--container-label", &label]);
+    args.extend_from_slice(&CLUSTER_PORTS);
+    args.extend_from_slice(&[&image, "sleep", "3600"]);
+    run_ok("docker", &args);
+    let service = Service { name };
+    let mut expected = Vec::new();
+    for task in service.wait_running(2, TASKS_READY) {
+        let id = task.container_id;
+        let announce = format!("{node_ip}:{}@{}", ipv4_port(None, &id, 6379), ipv4_port(None, &id, 16379));
+        let name = run_ok("docker", &["inspect", "-f", "{{.Name}}", &id]).trim_start_matches('/').to_string();
+        let slot_name = name.rsplit_once('.').map(|(s, _)| s.to_string()).unwrap_or_default();
+        expected.push((id, name, slot_name, announce));
+    }
+    runtime().block_on(async {
+        let server = TestServer::with_docker(labelled_config(&label)).await;
+        server.wait_info("the server reads the swarm's tasks", |i| info_number(i, "swarm_tasks") == 2).await;
+        let mut client = server.connect().await;
+        for (id, name, slot_name, announce) in &expected {
+            // By hostname (the short id), by the container's name (service.slot.task-id) and by service.slot.
+            for query in [&id[..12], name.as_str(), slot_name.as_str()] {
+                let reply = client.request(&[b"DISCOVER", query.as_bytes()]).await;
+                assert_eq!(reply, bulk(announce), "DISCOVER {query}");
+            }
+        }
+        let mut members: Vec<String> = expected.iter().map(|e| e.3.clone()).collect();
+        members.sort();
+        assert_eq!(client.request(&[b"MEMBERS"]).await, array(&members));
+    });
+    drop((service, swarm));
+}
