@@ -4,14 +4,27 @@ mod common;
 
 use std::time::Duration;
 
-use common::{resp, test_label, ServerProcess, TestContainer};
+use common::{resp, run_ok, test_label, ServerProcess, TestContainer};
 
 /// Pipelined DISCOVERs sent at the default log level.
 const REQUESTS: usize = 1000;
 
-/// Waits until the server answered one more request, so that whatever the earlier ones logged is in.
+/// Waits until the server answered one more request, so that whatever the earlier ones logged was written.
 async fn sync(client: &mut common::RawClient) {
     assert_eq!(client.request(&[b"PING"]).await, "+PONG\r\n");
+}
+
+/// Waits until a line of the server's log contains `text` (the log is read by another thread); returns the log.
+async fn wait_log(server: &ServerProcess, text: &str) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = server.log();
+        if log.iter().any(|l| l.contains(text)) {
+            return log;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no log line with {text:?} within 10 s: {log:#?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,14 +38,11 @@ async fn the_default_level_logs_nothing_per_request() {
     };
     let server = ServerProcess::start(&["--require-label", &label]);
     let mut client = server.connect().await;
-    // Once an answer comes from the table, start-up has logged what it logs.
+    // Start-up logs until the table synced; after that, nothing is due.
+    wait_log(&server, "port table synced").await;
     let expected = container.expected_announce("127.0.0.1");
-    for _ in 0..500 {
-        if client.request(&[b"DISCOVER", container.name.as_bytes()]).await.contains(&expected) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(client.request(&[b"DISCOVER", container.name.as_bytes()]).await.contains(&expected));
+    sync(&mut client).await;
     let before = server.log();
     let mut batch = Vec::new();
     for i in 0..REQUESTS {
@@ -44,9 +54,13 @@ async fn the_default_level_logs_nothing_per_request() {
         client.read_reply().await;
     }
     sync(&mut client).await;
-    let after = server.log();
-    assert_eq!(after, before, "{REQUESTS} DISCOVERs logged at the default level");
-    println!("{} log lines for start-up and {REQUESTS} requests", after.len());
+    // Stopped, it logs its last lines: once they are read, every line it wrote is.
+    run_ok("kill", &["-TERM", &server.pid().to_string()]);
+    let after = wait_log(&server, "rediscover stopped").await;
+    let added: Vec<&String> = after[before.len()..].iter().collect();
+    assert_eq!(added.len(), 2, "{REQUESTS} DISCOVERs logged at the default level: {added:#?}");
+    assert!(added[0].contains("shutting down") && added[1].contains("rediscover stopped"), "{added:#?}");
+    println!("{} log lines for start-up, {REQUESTS} requests and shutdown", after.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,9 +71,8 @@ async fn a_query_with_a_newline_cannot_forge_a_log_line() {
     let query = format!("x\n{forged}");
     let reply = client.request(&[b"DISCOVER", query.as_bytes()]).await;
     assert!(reply.starts_with("-NOCONTAINER "), "{reply}");
-    sync(&mut client).await;
-    let log = server.log();
-    assert!(log.iter().all(|line| !line.starts_with("FORGED")), "a forged line: {log:#?}");
     let escaped = format!("x\\n{forged}");
-    assert!(log.iter().any(|line| line.contains(&escaped)), "the query, escaped, at debug level: {log:#?}");
+    // The query is logged at debug level, escaped, on one line.
+    let log = wait_log(&server, &escaped).await;
+    assert!(log.iter().all(|line| !line.starts_with("FORGED")), "a forged line: {log:#?}");
 }
