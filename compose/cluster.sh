@@ -59,13 +59,27 @@ choose_images() {
   fi
 }
 
-count_nodes() { compose ps -q redis | grep -c . || true; }
+# The project's Redis containers: every one (-a), or the running ones. `docker-compose ps -q` (v1) lists
+# stopped containers too, and `docker exec` fails on them.
+nodes() {
+  docker ps -q --no-trunc "$@" --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+    --filter label=com.docker.compose.service=redis
+}
+# How many Redis containers the project has, running or not: the number `--scale redis=N` starts from.
+count_nodes() { nodes -a | grep -c . || true; }
+
+# Refuses to go below the number of nodes: compose would remove nodes that may serve slots.
+refuse_shrink() {
+  local now
+  now=$(count_nodes)
+  [ "$1" -ge "$now" ] || die "$now nodes exist and shrinking is not supported: move the slots off nodes with redis-cli --cluster reshard/del-node, or '$0 down'"
+}
 
 # True when N nodes run, each reports cluster_state:ok and knows N nodes, and redis-cli finds no open slot and
 # nothing to rebalance (the manager has finished).
 cluster_ok() {
   local n=$1 ids id info
-  ids=$(compose ps -q redis) || return 1
+  ids=$(nodes) || return 1
   [ "$(echo "$ids" | grep -c .)" = "$n" ] || return 1
   for id in $ids; do
     info=$(docker exec "$id" redis-cli cluster info 2>/dev/null | tr -d '\r') || return 1
@@ -96,6 +110,7 @@ cmd=${1:-}
 case $cmd in
   up)
     size_arg "${2:-}"
+    refuse_shrink "$2"
     began=$SECONDS
     choose_images fresh
     export CLUSTER_SIZE=$2
@@ -106,16 +121,15 @@ case $cmd in
     ;;
   scale)
     size_arg "${2:-}"
+    refuse_shrink "$2"
     began=$SECONDS
-    now=$(count_nodes)
-    [ "$2" -ge "$now" ] || die "$now nodes run and shrinking is not supported: move the slots off nodes with redis-cli --cluster reshard/del-node, or '$0 down'"
     choose_images
     compose up -d --no-recreate --scale "redis=$2" >&2 || die "docker compose up failed: see its messages above"
     await_cluster "$2" "$began" "$began"
     ;;
   status)
-    id=$(compose ps -q redis | head -n 1)
-    [ -n "$id" ] || die "no Redis node of project $COMPOSE_PROJECT_NAME runs: start one with '$0 up 6'"
+    id=$(nodes | head -n 1)
+    [ -n "$id" ] || die "no Redis node of project $COMPOSE_PROJECT_NAME runs: start them with '$0 up 6'"
     docker exec "$id" redis-cli cluster info | tr -d '\r'
     docker exec "$id" redis-cli cluster nodes
     ;;

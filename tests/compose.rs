@@ -422,7 +422,51 @@ fn compose_cluster_forms_grows_fails_over_and_goes_away() {
     assert!(nodes.iter().all(|n| !n.flags.contains("fail")), "{nodes:?}");
     read_keys(&survivor, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the restart: {e}"));
 
-    // 5. Down leaves nothing of the project behind.
+    // 5. With a node stopped, status still answers from a running one (docker-compose v1 lists the stopped
+    // container first: it is number 1) ...
+    let project_label = format!("label=com.docker.compose.project={}", project.name);
+    let first = run_ok(
+        "docker",
+        &[
+            "ps",
+            "-q",
+            "--filter",
+            &project_label,
+            "--filter",
+            "label=com.docker.compose.service=redis",
+            "--filter",
+            "label=com.docker.compose.container-number=1",
+        ],
+    );
+    assert!(!first.is_empty(), "node number 1 runs");
+    run_ok("docker", &["stop", &first]);
+    let status = project.cluster_sh(&["status"]);
+    assert!(
+        status.status.success()
+            && String::from_utf8_lossy(&status.stdout).lines().any(|l| l.starts_with("cluster_state:")),
+        "status with node 1 stopped: {}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    // ... and `up` with fewer nodes than exist refuses, as scale does, rather than remove nodes that hold slots.
+    let all_nodes = project.containers("redis", true).len();
+    let shrink = project.cluster_sh(&["up", "6"]);
+    let said = String::from_utf8_lossy(&shrink.stderr);
+    assert!(!shrink.status.success(), "up 6 on {all_nodes} nodes succeeded: {said}");
+    assert!(said.contains("shrinking is not supported"), "up 6 on {all_nodes} nodes says: {said}");
+    assert_eq!(project.containers("redis", true).len(), all_nodes, "up 6 removed nodes");
+    run_ok("docker", &["start", &first]);
+    let nodes = eventually("the stopped node back", || {
+        let running = project.expected_members().len();
+        if running == 9 {
+            settled(&project, 9)
+        } else {
+            Err(format!("{running} nodes run"))
+        }
+    });
+    read_keys(&nodes[0].addr, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the stop: {e}"));
+
+    // 6. Down leaves nothing of the project behind.
     let volumes = volumes_of(&project.containers("redis", true));
     assert!(volumes.len() >= 9, "each node has its own /data volume: {volumes:?}");
     project.cluster_sh_ok(&["down"]);
