@@ -422,7 +422,29 @@ fn compose_cluster_forms_grows_fails_over_and_goes_away() {
     assert!(nodes.iter().all(|n| !n.flags.contains("fail")), "{nodes:?}");
     read_keys(&survivor, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the restart: {e}"));
 
-    // 5. With a node stopped, status still answers from a running one (docker-compose v1 lists the stopped
+    // 5. A node's redis-server dies (SIGKILL from the host): Docker starts it again, it rejoins under its own
+    // id and the cluster is whole.
+    let (masters, _) = masters_and_replicas(&nodes);
+    let crashed = masters.first().map(|m| (*m).clone()).expect("a master");
+    let crashed_container = container_of(&project, &crashed.addr);
+    let pid = run_ok("docker", &["inspect", "-f", "{{.State.Pid}}", &crashed_container]);
+    run_ok("kill", &["-KILL", &pid]);
+    let back = eventually("the crashed node running again and back in the cluster", || {
+        let state = run_ok("docker", &["inspect", "-f", "{{.State.Running}} {{.RestartCount}}", &crashed_container]);
+        if state != "true 1" {
+            return Err(format!("running, restarts: {state}"));
+        }
+        let nodes = settled(&project, 9)?;
+        let now = docker_announce(&crashed_container, &project.announce_ip);
+        match nodes.iter().find(|n| n.id == crashed.id) {
+            Some(n) if n.addr == now && (n.is_master() || n.is_replica()) => Ok(now),
+            other => Err(format!("the crashed node is {other:?}")),
+        }
+    });
+    // Its address may have changed with the restart: ask through it.
+    read_keys(&back, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the crash: {e}"));
+
+    // 6. With a node stopped, status still answers from a running one (docker-compose v1 lists the stopped
     // container first: it is number 1) ...
     let project_label = format!("label=com.docker.compose.project={}", project.name);
     let first = run_ok(
@@ -466,7 +488,7 @@ fn compose_cluster_forms_grows_fails_over_and_goes_away() {
     });
     read_keys(&nodes[0].addr, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the stop: {e}"));
 
-    // 6. Down leaves nothing of the project behind.
+    // 7. Down leaves nothing of the project behind.
     let volumes = volumes_of(&project.containers("redis", true));
     assert!(volumes.len() >= 9, "each node has its own /data volume: {volumes:?}");
     project.cluster_sh_ok(&["down"]);
