@@ -1,11 +1,12 @@
-//! compose/ end to end: a real cluster from `compose/cluster.sh`, used from the host with redis-cli, grown, failed
-//! over, restarted and removed; and how long `up` takes for 6 and 12 nodes.
+//! compose/ end to end: a real cluster from `compose/cluster.sh`, used from the host with redis-cli, formed and
+//! grown while its manager is restarted, failed over, crashed, restarted and removed; and how long `up` takes for
+//! 6 and 12 nodes.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{docker_announce, run, run_ok};
@@ -44,21 +45,47 @@ impl Project {
         Project { name, discover_port, announce_ip }
     }
 
-    fn cluster_sh(&self, args: &[&str]) -> Output {
-        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/compose/cluster.sh"))
+    fn cluster_sh_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/compose/cluster.sh"));
+        command
             .args(args)
             .env("COMPOSE_PROJECT_NAME", &self.name)
             .env("DISCOVER_PORT", self.discover_port.to_string())
-            .env("WAIT_SECONDS", SETTLE.as_secs().to_string())
-            .output()
-            .expect("run compose/cluster.sh")
+            .env("WAIT_SECONDS", SETTLE.as_secs().to_string());
+        command
+    }
+
+    fn cluster_sh(&self, args: &[&str]) -> Output {
+        self.cluster_sh_command(args).output().expect("run compose/cluster.sh")
+    }
+
+    /// Starts cluster.sh without waiting for it; `cluster_sh_finish` waits.
+    fn cluster_sh_start(&self, args: &[&str]) -> Running {
+        let child = self
+            .cluster_sh_command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run compose/cluster.sh");
+        Running { child: Some(child), args: args.iter().map(|a| a.to_string()).collect(), start: Instant::now() }
+    }
+
+    /// Waits for a cluster.sh started with `cluster_sh_start`, which must succeed; as `cluster_sh_ok`.
+    fn cluster_sh_finish(&self, mut running: Running) -> (String, Duration) {
+        let child = running.child.take().expect("a started cluster.sh is waited for once");
+        let out = child.wait_with_output().expect("wait for compose/cluster.sh");
+        let args: Vec<&str> = running.args.iter().map(String::as_str).collect();
+        self.checked(&args, out, running.start.elapsed())
     }
 
     /// Runs cluster.sh, which must succeed; returns its last line and the wall time.
     fn cluster_sh_ok(&self, args: &[&str]) -> (String, Duration) {
         let start = Instant::now();
         let out = self.cluster_sh(args);
-        let elapsed = start.elapsed();
+        self.checked(args, out, start.elapsed())
+    }
+
+    fn checked(&self, args: &[&str], out: Output, elapsed: Duration) -> (String, Duration) {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
         assert!(
@@ -116,6 +143,58 @@ impl Project {
                 .map(str::to_string),
         );
         left
+    }
+
+    /// Kills the manager container and starts it again (`docker restart -t 0`), whatever it is doing.
+    fn restart_manager(&self) {
+        let manager = self.containers("manager", false);
+        let id = manager.first().expect("the manager runs");
+        run_ok("docker", &["restart", "-t", "0", id]);
+    }
+
+    /// Restarts the manager the moment `now` holds, while `running` has not finished; panics when it finishes
+    /// first, since then nothing was interrupted.
+    fn restart_manager_when(&self, running: &mut Running, what: &str, mut now: impl FnMut() -> bool) {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            if now() {
+                self.restart_manager();
+                eprintln!(
+                    "compose: manager restarted when {what}, {:.1} s into cluster.sh",
+                    running.start.elapsed().as_secs_f64()
+                );
+                return;
+            }
+            assert!(
+                !running.finished(),
+                "cluster.sh {:?} finished before {what}: nothing was interrupted",
+                running.args
+            );
+            assert!(Instant::now() < deadline, "still not {what} after {SETTLE:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A cluster.sh running in the background; killed when dropped unfinished.
+struct Running {
+    child: Option<Child>,
+    args: Vec<String>,
+    start: Instant,
+}
+
+impl Running {
+    fn finished(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|c| c.try_wait().map(|s| s.is_some()).unwrap_or(true))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -321,8 +400,23 @@ fn compose_cluster_forms_grows_fails_over_and_goes_away() {
     let _serial = one_at_a_time();
     let project = Project::new();
 
-    // 1. Six nodes: three masters, three replicas, each announcing the host address and its own ports.
-    let (line, took) = project.cluster_sh_ok(&["up", "6"]);
+    // 1. Six nodes: three masters, three replicas, each announcing the host address and its own ports; formed
+    // although the manager is killed and restarted while redis-cli --cluster create is half done.
+    let mut up = project.cluster_sh_start(&["up", "6"]);
+    let mut nodes_seen = Vec::new();
+    project.restart_manager_when(&mut up, "create has assigned slots", || {
+        if nodes_seen.len() < 6 {
+            nodes_seen = project
+                .containers("redis", false)
+                .iter()
+                .filter_map(|id| published_port(id, 6379))
+                .map(|port| format!("{}:{port}", project.announce_ip))
+                .collect();
+        }
+        nodes_seen.len() == 6
+            && nodes_seen.iter().any(|n| info_field(n, "cluster_slots_assigned").is_some_and(|s| s != "0"))
+    });
+    let (line, took) = project.cluster_sh_finish(up);
     eprintln!("compose: up 6: {line}; {:.1} s wall time", took.as_secs_f64());
     let nodes = eventually("3 masters and 3 replicas", || {
         let nodes = settled(&project, 6)?;
@@ -345,10 +439,15 @@ fn compose_cluster_forms_grows_fails_over_and_goes_away() {
         assert!(n > 0, "master {} holds no key", m.addr);
     }
 
-    // 3. Nine nodes: the three new ones join, the first six keep running untouched.
+    // 3. Nine nodes: the three new ones join, the first six keep running untouched; the slots reach the new
+    // masters although the manager is killed and restarted in the middle of moving them.
     let before: Vec<(String, String)> =
         project.containers("redis", false).into_iter().map(|id| (started_at(&id), id)).collect();
-    let (line, took) = project.cluster_sh_ok(&["scale", "9"]);
+    let mut scale = project.cluster_sh_start(&["scale", "9"]);
+    project.restart_manager_when(&mut scale, "a fourth master has slots", || {
+        cluster_nodes(&entry).iter().filter(|n| n.is_master() && n.slots > 0).count() > 3
+    });
+    let (line, took) = project.cluster_sh_finish(scale);
     eprintln!("compose: scale 9: {line}; {:.1} s wall time", took.as_secs_f64());
     for (started, id) in &before {
         assert_eq!(&started_at(id), started, "scale restarted {id}");
@@ -513,6 +612,12 @@ fn compose_cluster_of_twelve_forms_in_bounded_time() {
     let volumes = volumes_of(&project.containers("redis", true));
     project.cluster_sh_ok(&["down"]);
     assert_eq!(project.leftovers(&volumes), Vec::<String>::new(), "left behind by down");
+}
+
+/// The host port Docker published for a container's port, once it has.
+fn published_port(id: &str, port: u16) -> Option<u16> {
+    let out = run("docker", &["port", id, &format!("{port}/tcp")]);
+    String::from_utf8_lossy(&out.stdout).lines().next()?.rsplit(':').next()?.trim().parse().ok()
 }
 
 /// A command through one node with redirections followed.

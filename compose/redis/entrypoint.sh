@@ -20,7 +20,7 @@ answer=
 while :; do
   # Until Docker has published the ports, or while rediscover starts, the answer is an error: ask again.
   # An IPv4 ip:port@bus-port and nothing else; messages from redis-cli are shown when giving up.
-  if answer=$(ask_discover DISCOVER "$me" 2>&1); then
+  if answer=$(ask_discover 5 DISCOVER "$me" 2>&1); then
     case $answer in
       *[!0-9.:@]*) ;;
       ?*:?*@?*) break ;;
