@@ -6,7 +6,8 @@
 #   compose/cluster.sh down      remove the containers, networks, volumes and built images of the project
 # Environment: COMPOSE_PROJECT_NAME (rediscover), DISCOVER_PORT (7379), REDIS_IMAGE (redis:7),
 # RUST_IMAGE (rust:1-alpine), CLUSTER_NODE_TIMEOUT (5000 ms), WAIT_SECONDS (300), PULL_SECONDS (600),
-# OFFLINE=1 to use the images of compose/offline-images.sh without trying a registry.
+# OFFLINE=1 to use the images of compose/offline-images.sh without trying a registry, DISCOVER_USER (uid:gid
+# of rediscover in its container; default: nobody in the Docker socket's group).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-rediscover}
@@ -57,6 +58,21 @@ choose_images() {
     fi
     export DISCOVER_CONTEXT=./discover DISCOVER_DOCKERFILE=Dockerfile.prebuilt
   fi
+}
+
+# rediscover's user in its container (compose file: DISCOVER_USER): nobody in the socket's group when that
+# group may read and write the socket, else root (still without capabilities), said in one line.
+choose_user() {
+  local socket=/var/run/docker.sock mode
+  [ -z "${DISCOVER_USER:-}" ] || return 0
+  mode=$(stat -c %a "$socket" 2>/dev/null) || mode=000
+  case ${mode: -2:1} in
+    6 | 7) export DISCOVER_USER="65534:$(stat -c %g "$socket")" ;;
+    *)
+      echo "cluster.sh: $socket is not group read-write (mode $mode): rediscover runs as root in its container; set DISCOVER_USER=uid:gid to choose" >&2
+      export DISCOVER_USER=0:0
+      ;;
+  esac
 }
 
 # The project's Redis containers: every one (-a), or the running ones. `docker-compose ps -q` (v1) lists
@@ -113,6 +129,7 @@ case $cmd in
     refuse_shrink "$2"
     began=$SECONDS
     choose_images fresh
+    choose_user
     export CLUSTER_SIZE=$2
     compose build >&2 || die "docker compose build failed: see its messages above"
     started=$SECONDS
@@ -124,6 +141,7 @@ case $cmd in
     refuse_shrink "$2"
     began=$SECONDS
     choose_images
+    choose_user
     compose up -d --no-recreate --scale "redis=$2" >&2 || die "docker compose up failed: see its messages above"
     await_cluster "$2" "$began" "$began"
     ;;

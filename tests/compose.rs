@@ -430,6 +430,23 @@ fn compose_cluster_forms_grows_fails_over_and_goes_away() {
     assert!(nodes.iter().all(|n| n.addr.starts_with(&format!("{}:", project.announce_ip))));
     let entry = nodes[0].addr.clone();
 
+    // rediscover holds the Docker socket, so it runs with as little as it can: not root (the socket's group
+    // lets it in), no capability, no way to gain privileges, nothing writable.
+    let discover = project.containers("discover", false);
+    let discover = discover.first().expect("discover runs");
+    let pid = run_ok("docker", &["inspect", "-f", "{{.State.Pid}}", discover]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process status of rediscover");
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).map(str::trim).unwrap_or_default().to_string()
+    };
+    assert_eq!(field("Uid").split_whitespace().count(), 4, "the Uid line of rediscover: {status}");
+    assert!(field("Uid").split_whitespace().all(|u| u != "0"), "rediscover runs as root: Uid {}", field("Uid"));
+    assert_eq!(field("CapEff"), "0000000000000000", "rediscover's effective capabilities");
+    assert_eq!(field("CapPrm"), "0000000000000000", "rediscover's permitted capabilities");
+    assert_eq!(field("NoNewPrivs"), "1", "rediscover may gain privileges");
+    let read_only = run_ok("docker", &["inspect", "-f", "{{.HostConfig.ReadonlyRootfs}}", discover]);
+    assert_eq!(read_only, "true", "rediscover's root file system is writable");
+
     // 2. From the host, through the published ports: 1,000 keys over every master.
     write_keys(&entry, "key:");
     read_keys(&entry, "key:", KEYS).unwrap_or_else(|e| panic!("keys after up 6: {e}"));
