@@ -7,7 +7,8 @@
 # Environment: COMPOSE_PROJECT_NAME (rediscover), DISCOVER_PORT (7379), REDIS_IMAGE (redis:7),
 # RUST_IMAGE (rust:1-alpine), CLUSTER_NODE_TIMEOUT (5000 ms), WAIT_SECONDS (300), PULL_SECONDS (600),
 # OFFLINE=1 to use the images of compose/offline-images.sh without trying a registry, DISCOVER_USER (uid:gid
-# of rediscover in its container; default: nobody in the Docker socket's group).
+# of rediscover in its container; default: nobody in the Docker socket's group), REDIS_PASSWORD (none: the
+# nodes accept every client; see README, Security).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-rediscover}
@@ -91,6 +92,18 @@ refuse_shrink() {
   [ "$1" -ge "$now" ] || die "$now nodes exist and shrinking is not supported: move the slots off nodes with redis-cli --cluster reshard/del-node, or '$0 down'"
 }
 
+# node_cli ID ARGS...: redis-cli inside a node; with REDIS_PASSWORD, authenticated (the password goes through
+# the environment, not the command line).
+node_cli() {
+  local id=$1
+  shift
+  if [ -n "${REDIS_PASSWORD:-}" ]; then
+    REDISCLI_AUTH=$REDIS_PASSWORD docker exec -e REDISCLI_AUTH "$id" redis-cli "$@"
+  else
+    docker exec "$id" redis-cli "$@"
+  fi
+}
+
 # True when N nodes run, each reports cluster_state:ok and knows N nodes, and redis-cli finds no open slot and
 # nothing to rebalance (the manager has finished).
 cluster_ok() {
@@ -98,12 +111,12 @@ cluster_ok() {
   ids=$(nodes) || return 1
   [ "$(echo "$ids" | grep -c .)" = "$n" ] || return 1
   for id in $ids; do
-    info=$(docker exec "$id" redis-cli cluster info 2>/dev/null | tr -d '\r') || return 1
+    info=$(node_cli "$id" cluster info 2>/dev/null | tr -d '\r') || return 1
     grep -qx cluster_state:ok <<<"$info" || return 1
     grep -qx "cluster_known_nodes:$n" <<<"$info" || return 1
   done
-  docker exec "$id" redis-cli --cluster check 127.0.0.1:6379 >/dev/null 2>&1 || return 1
-  docker exec "$id" redis-cli --cluster rebalance 127.0.0.1:6379 --cluster-use-empty-masters --cluster-simulate \
+  node_cli "$id" --cluster check 127.0.0.1:6379 >/dev/null 2>&1 || return 1
+  node_cli "$id" --cluster rebalance 127.0.0.1:6379 --cluster-use-empty-masters --cluster-simulate \
     2>/dev/null | grep -q 'No rebalancing needed'
 }
 
@@ -148,8 +161,8 @@ case $cmd in
   status)
     id=$(nodes | head -n 1)
     [ -n "$id" ] || die "no Redis node of project $COMPOSE_PROJECT_NAME runs: start them with '$0 up 6'"
-    docker exec "$id" redis-cli cluster info | tr -d '\r'
-    docker exec "$id" redis-cli cluster nodes
+    node_cli "$id" cluster info | tr -d '\r'
+    node_cli "$id" cluster nodes
     ;;
   down)
     # A container that docker-compose v1 recreated has its predecessor's volume by name, which `down -v`

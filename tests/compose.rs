@@ -28,6 +28,8 @@ struct Project {
     name: String,
     discover_port: u16,
     announce_ip: String,
+    /// REDIS_PASSWORD for cluster.sh, if any.
+    password: Option<String>,
 }
 
 impl Project {
@@ -42,7 +44,7 @@ impl Project {
         let announce_ip = rediscover::config::resolve_announce_ip(None, None)
             .expect("this host has a default route (rediscover announces its address)")
             .to_string();
-        Project { name, discover_port, announce_ip }
+        Project { name, discover_port, announce_ip, password: None }
     }
 
     fn cluster_sh_command(&self, args: &[&str]) -> Command {
@@ -52,6 +54,10 @@ impl Project {
             .env("COMPOSE_PROJECT_NAME", &self.name)
             .env("DISCOVER_PORT", self.discover_port.to_string())
             .env("WAIT_SECONDS", SETTLE.as_secs().to_string());
+        match &self.password {
+            Some(password) => command.env("REDIS_PASSWORD", password),
+            None => command.env_remove("REDIS_PASSWORD"),
+        };
         command
     }
 
@@ -626,6 +632,54 @@ fn compose_cluster_of_twelve_forms_in_bounded_time() {
             Err(format!("{} masters, {} replicas", masters.len(), replicas.len()))
         }
     });
+    let volumes = volumes_of(&project.containers("redis", true));
+    project.cluster_sh_ok(&["down"]);
+    assert_eq!(project.leftovers(&volumes), Vec::<String>::new(), "left behind by down");
+}
+
+#[test]
+fn compose_cluster_with_a_password_serves_only_clients_that_give_it() {
+    let _serial = one_at_a_time();
+    let mut project = Project::new();
+    let password = format!("secret-{}", common::unique());
+    project.password = Some(password.clone());
+    let (line, took) = project.cluster_sh_ok(&["up", "3"]);
+    eprintln!("compose: up 3 with a password: {line}; {:.1} s wall time", took.as_secs_f64());
+
+    let members = project.expected_members();
+    assert_eq!(members.len(), 3, "{members:?}");
+    let with_password = |addr: &str, args: &[&str]| {
+        let (ip, port) = addr.split('@').next().and_then(|a| a.rsplit_once(':')).expect("ip:port@bus");
+        let out = Command::new("redis-cli")
+            .args(["-h", ip, "-p", port])
+            .args(args)
+            .env("REDISCLI_AUTH", &password)
+            .output()
+            .expect("redis-cli is missing: apt-get install redis-tools (.ci/run does)");
+        without_redirections(&out.stdout)
+    };
+    for m in &members {
+        let stranger = node_cmd(m, &["set", "k", "v"]);
+        assert!(stranger.contains("NOAUTH"), "{m} without the password answers: {stranger}");
+        let info = with_password(m, &["cluster", "info"]);
+        assert!(info.lines().any(|l| l == "cluster_state:ok"), "{m} with the password: {info}");
+        // redis-server puts its title over its command line: the password is not left in ps.
+        let id = container_of(&project, m);
+        let pid = run_ok("docker", &["inspect", "-f", "{{.State.Pid}}", &id]);
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the command line of redis-server");
+        assert!(!String::from_utf8_lossy(&cmdline).contains(&password), "the password is in ps: {cmdline:?}");
+    }
+    let entry = members.iter().next().expect("a node");
+    assert_eq!(with_password(entry, &["-c", "set", "{a}k", "v"]).trim(), "OK");
+    assert_eq!(with_password(entry, &["-c", "get", "{a}k"]).trim(), "v");
+    let status = project.cluster_sh(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).lines().any(|l| l == "cluster_state:ok"),
+        "status with a password: {}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+
     let volumes = volumes_of(&project.containers("redis", true));
     project.cluster_sh_ok(&["down"]);
     assert_eq!(project.leftovers(&volumes), Vec::<String>::new(), "left behind by down");

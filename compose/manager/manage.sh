@@ -17,9 +17,13 @@
 #   CALL_TIMEOUT      seconds one redis-cli command to one node may take (5)
 #   CLUSTER_OP_TIMEOUT  seconds one redis-cli --cluster operation may take (600); a slower one is cut short
 #                     and finished by the next round
+#   REDIS_PASSWORD    the nodes' password, if they have one
 #   DISCOVER_HOST, DISCOVER_PORT  where rediscover listens (see entrypoint.sh)
 set -eu
 . "${0%/*}/common.sh"
+
+# redis-cli, --cluster included, authenticates with REDISCLI_AUTH: not on the command line.
+[ -z "${REDIS_PASSWORD:-}" ] || export REDISCLI_AUTH="$REDIS_PASSWORD"
 
 label=${CLUSTER_LABEL:-}
 [ -n "$label" ] || { say "CLUSTER_LABEL is not set: set it to the label of the Redis nodes (key=value)"; exit 1; }

@@ -34,8 +34,9 @@ find_discover() {
 
 # ask_discover SECONDS ARGS...: asks rediscover, giving up after SECONDS (coreutils or busybox timeout: a
 # server that accepts and never answers must not hold the caller); redis-cli -e makes an error reply a failure.
+# The nodes' password (REDISCLI_AUTH in the manager) is not rediscover's.
 ask_discover() {
   limit=$1
   shift
-  timeout "$limit" redis-cli -e -h "$DISCOVER_HOST" -p "$DISCOVER_PORT" "$@"
+  env -u REDISCLI_AUTH timeout "$limit" redis-cli -e -h "$DISCOVER_HOST" -p "$DISCOVER_PORT" "$@"
 }
