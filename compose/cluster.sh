@@ -92,15 +92,15 @@ refuse_shrink() {
   [ "$1" -ge "$now" ] || die "$now nodes exist and shrinking is not supported: move the slots off nodes with redis-cli --cluster reshard/del-node, or '$0 down'"
 }
 
-# node_cli ID ARGS...: redis-cli inside a node; with REDIS_PASSWORD, authenticated (the password goes through
-# the environment, not the command line).
+# node_cli ID ARGS...: redis-cli inside a node, given up after 60 s; with REDIS_PASSWORD, authenticated (the
+# password goes through the environment, not the command line).
 node_cli() {
   local id=$1
   shift
   if [ -n "${REDIS_PASSWORD:-}" ]; then
-    REDISCLI_AUTH=$REDIS_PASSWORD docker exec -e REDISCLI_AUTH "$id" redis-cli "$@"
+    REDISCLI_AUTH=$REDIS_PASSWORD timeout 60 docker exec -e REDISCLI_AUTH "$id" redis-cli "$@"
   else
-    docker exec "$id" redis-cli "$@"
+    timeout 60 docker exec "$id" redis-cli "$@"
   fi
 }
 

@@ -53,6 +53,13 @@ cluster_op() {
   timeout "$op_timeout" redis-cli --cluster "$op" "$@"
 }
 
+# Says a message once, not every round while the condition lasts.
+said=
+say_once() {
+  [ "$said" = "$*" ] || say "$*"
+  said=$*
+}
+
 # node FIELD: a field of CLUSTER INFO (its lines end in CRLF).
 info_field() { node "$1" CLUSTER INFO 2>/dev/null | tr -d '\r' | sed -n "s/^$2://p"; }
 
@@ -94,7 +101,8 @@ form() {
   done
   first=$(echo "$all" | head -n "$size")
   for f in $all; do
-    until node "$f" PING >/dev/null 2>&1; do sleep 1; done
+    # A node runs redis-server once rediscover has told it its address; one that went away is not waited for.
+    node "$f" PING >/dev/null 2>&1 || { say_once "$f does not answer PING yet: asking again"; return 1; }
   done
   for f in $all; do
     if [ "$(info_field "$f" cluster_slots_assigned)" = 16384 ]; then
@@ -107,7 +115,7 @@ form() {
   for f in $all; do
     if in_cluster "$f"; then
       say "$f holds what an unfinished create left: resetting it"
-      node "$f" CLUSTER RESET HARD >/dev/null || { say "cannot reset $f: next try"; return 1; }
+      node "$f" CLUSTER RESET HARD >/dev/null || { say_once "cannot reset $f (see its reply above): asking again"; return 1; }
     fi
   done
   addrs=
@@ -146,13 +154,6 @@ await_agreement() {
       sleep 1
     done
   done
-}
-
-# Says a message once, not every round while the condition lasts.
-said=
-say_once() {
-  [ "$said" = "$*" ] || say "$*"
-  said=$*
 }
 
 # CLUSTER NODES as every node that is up says of itself (its "myself" line), from the entry node's list:
