@@ -193,7 +193,8 @@ place_idle_masters() {
   done
 }
 
-# Closes slots a cut-short move left open and gives every master its share, unless a master that serves
+# Closes slots a cut-short move left open and gives every master its share (the idle masters only if
+# place_idle_masters kept them as masters), unless a master that serves
 # slots is down or a node is still joining: redis-cli must not move or "fix" the slots of a node that is
 # merely down. (redis-cli itself leaves out nodes flagged fail: a replica down, a master failed over.)
 settle_slots() {
@@ -203,6 +204,15 @@ settle_slots() {
     return 1
   fi
   await_agreement "$1" || return 1
+  # A node that finished joining after place_idle_masters looked would get slots as an empty master: it
+  # must be placed first, by the next round.
+  view=$(self_view "$1") || return 1
+  for id in $(echo "$view" | idle_masters | awk '{ print $1 }'); do
+    case " $kept " in
+      *" $id "*) ;;
+      *) say "$id joined while the others were placed: placing it next round"; return 1 ;;
+    esac
+  done
   check=$(cluster_op check "${1%@*}" 2>&1) || true
   if echo "$check" | grep -q 'slots in migrating state\|slots in importing state\|slots are open'; then
     say "a move was cut short: closing its open slot with redis-cli --cluster fix"
