@@ -6,7 +6,9 @@
 #   compose/cluster.sh down      remove the containers, networks, volumes and built images of the project
 # Environment: COMPOSE_PROJECT_NAME (rediscover), DISCOVER_PORT (7379), REDIS_IMAGE (redis:7),
 # RUST_IMAGE (rust:1-alpine), CLUSTER_NODE_TIMEOUT (5000 ms), WAIT_SECONDS (300), PULL_SECONDS (600),
-# OFFLINE=1 to use the images of compose/offline-images.sh without trying a registry.
+# OFFLINE=1 to use the images of compose/offline-images.sh without trying a registry, DISCOVER_USER (uid:gid
+# of rediscover in its container; default: nobody in the Docker socket's group), REDIS_PASSWORD (none: the
+# nodes accept every client; see README, Security).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-rediscover}
@@ -59,21 +61,62 @@ choose_images() {
   fi
 }
 
-count_nodes() { compose ps -q redis | grep -c . || true; }
+# rediscover's user in its container (compose file: DISCOVER_USER): nobody in the socket's group when that
+# group may read and write the socket, else root (still without capabilities), said in one line.
+choose_user() {
+  local socket=/var/run/docker.sock mode
+  [ -z "${DISCOVER_USER:-}" ] || return 0
+  mode=$(stat -c %a "$socket" 2>/dev/null) || mode=000
+  case ${mode: -2:1} in
+    6 | 7) export DISCOVER_USER="65534:$(stat -c %g "$socket")" ;;
+    *)
+      echo "cluster.sh: $socket is not group read-write (mode $mode): rediscover runs as root in its container; set DISCOVER_USER=uid:gid to choose" >&2
+      export DISCOVER_USER=0:0
+      ;;
+  esac
+}
+
+# The project's Redis containers: every one (-a), or the running ones. `docker-compose ps -q` (v1) lists
+# stopped containers too, and `docker exec` fails on them.
+nodes() {
+  docker ps -q --no-trunc "$@" --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+    --filter label=com.docker.compose.service=redis
+}
+# How many Redis containers the project has, running or not: the number `--scale redis=N` starts from.
+count_nodes() { nodes -a | grep -c . || true; }
+
+# Refuses to go below the number of nodes: compose would remove nodes that may serve slots.
+refuse_shrink() {
+  local now
+  now=$(count_nodes)
+  [ "$1" -ge "$now" ] || die "$now nodes exist and shrinking is not supported: move the slots off nodes with redis-cli --cluster reshard/del-node, or '$0 down'"
+}
+
+# node_cli ID ARGS...: redis-cli inside a node, given up after 60 s; with REDIS_PASSWORD, authenticated (the
+# password goes through the environment, not the command line).
+node_cli() {
+  local id=$1
+  shift
+  if [ -n "${REDIS_PASSWORD:-}" ]; then
+    REDISCLI_AUTH=$REDIS_PASSWORD timeout 60 docker exec -e REDISCLI_AUTH "$id" redis-cli "$@"
+  else
+    timeout 60 docker exec "$id" redis-cli "$@"
+  fi
+}
 
 # True when N nodes run, each reports cluster_state:ok and knows N nodes, and redis-cli finds no open slot and
 # nothing to rebalance (the manager has finished).
 cluster_ok() {
   local n=$1 ids id info
-  ids=$(compose ps -q redis) || return 1
+  ids=$(nodes) || return 1
   [ "$(echo "$ids" | grep -c .)" = "$n" ] || return 1
   for id in $ids; do
-    info=$(docker exec "$id" redis-cli cluster info 2>/dev/null | tr -d '\r') || return 1
+    info=$(node_cli "$id" cluster info 2>/dev/null | tr -d '\r') || return 1
     grep -qx cluster_state:ok <<<"$info" || return 1
     grep -qx "cluster_known_nodes:$n" <<<"$info" || return 1
   done
-  docker exec "$id" redis-cli --cluster check 127.0.0.1:6379 >/dev/null 2>&1 || return 1
-  docker exec "$id" redis-cli --cluster rebalance 127.0.0.1:6379 --cluster-use-empty-masters --cluster-simulate \
+  node_cli "$id" --cluster check 127.0.0.1:6379 >/dev/null 2>&1 || return 1
+  node_cli "$id" --cluster rebalance 127.0.0.1:6379 --cluster-use-empty-masters --cluster-simulate \
     2>/dev/null | grep -q 'No rebalancing needed'
 }
 
@@ -96,8 +139,10 @@ cmd=${1:-}
 case $cmd in
   up)
     size_arg "${2:-}"
+    refuse_shrink "$2"
     began=$SECONDS
     choose_images fresh
+    choose_user
     export CLUSTER_SIZE=$2
     compose build >&2 || die "docker compose build failed: see its messages above"
     started=$SECONDS
@@ -106,18 +151,18 @@ case $cmd in
     ;;
   scale)
     size_arg "${2:-}"
+    refuse_shrink "$2"
     began=$SECONDS
-    now=$(count_nodes)
-    [ "$2" -ge "$now" ] || die "$now nodes run and shrinking is not supported: move the slots off nodes with redis-cli --cluster reshard/del-node, or '$0 down'"
     choose_images
+    choose_user
     compose up -d --no-recreate --scale "redis=$2" >&2 || die "docker compose up failed: see its messages above"
     await_cluster "$2" "$began" "$began"
     ;;
   status)
-    id=$(compose ps -q redis | head -n 1)
-    [ -n "$id" ] || die "no Redis node of project $COMPOSE_PROJECT_NAME runs: start one with '$0 up 6'"
-    docker exec "$id" redis-cli cluster info | tr -d '\r'
-    docker exec "$id" redis-cli cluster nodes
+    id=$(nodes | head -n 1)
+    [ -n "$id" ] || die "no Redis node of project $COMPOSE_PROJECT_NAME runs: start them with '$0 up 6'"
+    node_cli "$id" cluster info | tr -d '\r'
+    node_cli "$id" cluster nodes
     ;;
   down)
     # A container that docker-compose v1 recreated has its predecessor's volume by name, which `down -v`

@@ -1,11 +1,12 @@
-//! compose/ end to end: a real cluster from `compose/cluster.sh`, used from the host with redis-cli, grown, failed
-//! over, restarted and removed; and how long `up` takes for 6 and 12 nodes.
+//! compose/ end to end: a real cluster from `compose/cluster.sh`, used from the host with redis-cli, formed and
+//! grown while its manager is restarted, failed over, crashed, restarted and removed; and how long `up` takes for
+//! 6 and 12 nodes.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{docker_announce, run, run_ok};
@@ -27,6 +28,8 @@ struct Project {
     name: String,
     discover_port: u16,
     announce_ip: String,
+    /// REDIS_PASSWORD for cluster.sh, if any.
+    password: Option<String>,
 }
 
 impl Project {
@@ -41,24 +44,54 @@ impl Project {
         let announce_ip = rediscover::config::resolve_announce_ip(None, None)
             .expect("this host has a default route (rediscover announces its address)")
             .to_string();
-        Project { name, discover_port, announce_ip }
+        Project { name, discover_port, announce_ip, password: None }
     }
 
-    fn cluster_sh(&self, args: &[&str]) -> Output {
-        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/compose/cluster.sh"))
+    fn cluster_sh_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/compose/cluster.sh"));
+        command
             .args(args)
             .env("COMPOSE_PROJECT_NAME", &self.name)
             .env("DISCOVER_PORT", self.discover_port.to_string())
-            .env("WAIT_SECONDS", SETTLE.as_secs().to_string())
-            .output()
-            .expect("run compose/cluster.sh")
+            .env("WAIT_SECONDS", SETTLE.as_secs().to_string());
+        match &self.password {
+            Some(password) => command.env("REDIS_PASSWORD", password),
+            None => command.env_remove("REDIS_PASSWORD"),
+        };
+        command
+    }
+
+    fn cluster_sh(&self, args: &[&str]) -> Output {
+        self.cluster_sh_command(args).output().expect("run compose/cluster.sh")
+    }
+
+    /// Starts cluster.sh without waiting for it; `cluster_sh_finish` waits.
+    fn cluster_sh_start(&self, args: &[&str]) -> Running {
+        let child = self
+            .cluster_sh_command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run compose/cluster.sh");
+        Running { child: Some(child), args: args.iter().map(|a| a.to_string()).collect(), start: Instant::now() }
+    }
+
+    /// Waits for a cluster.sh started with `cluster_sh_start`, which must succeed; as `cluster_sh_ok`.
+    fn cluster_sh_finish(&self, mut running: Running) -> (String, Duration) {
+        let child = running.child.take().expect("a started cluster.sh is waited for once");
+        let out = child.wait_with_output().expect("wait for compose/cluster.sh");
+        let args: Vec<&str> = running.args.iter().map(String::as_str).collect();
+        self.checked(&args, out, running.start.elapsed())
     }
 
     /// Runs cluster.sh, which must succeed; returns its last line and the wall time.
     fn cluster_sh_ok(&self, args: &[&str]) -> (String, Duration) {
         let start = Instant::now();
         let out = self.cluster_sh(args);
-        let elapsed = start.elapsed();
+        self.checked(args, out, start.elapsed())
+    }
+
+    fn checked(&self, args: &[&str], out: Output, elapsed: Duration) -> (String, Duration) {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
         assert!(
@@ -116,6 +149,58 @@ impl Project {
                 .map(str::to_string),
         );
         left
+    }
+
+    /// Kills the manager container and starts it again (`docker restart -t 0`), whatever it is doing.
+    fn restart_manager(&self) {
+        let manager = self.containers("manager", false);
+        let id = manager.first().expect("the manager runs");
+        run_ok("docker", &["restart", "-t", "0", id]);
+    }
+
+    /// Restarts the manager the moment `now` holds, while `running` has not finished; panics when it finishes
+    /// first, since then nothing was interrupted.
+    fn restart_manager_when(&self, running: &mut Running, what: &str, mut now: impl FnMut() -> bool) {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            if now() {
+                self.restart_manager();
+                eprintln!(
+                    "compose: manager restarted when {what}, {:.1} s into cluster.sh",
+                    running.start.elapsed().as_secs_f64()
+                );
+                return;
+            }
+            assert!(
+                !running.finished(),
+                "cluster.sh {:?} finished before {what}: nothing was interrupted",
+                running.args
+            );
+            assert!(Instant::now() < deadline, "still not {what} after {SETTLE:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A cluster.sh running in the background; killed when dropped unfinished.
+struct Running {
+    child: Option<Child>,
+    args: Vec<String>,
+    start: Instant,
+}
+
+impl Running {
+    fn finished(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|c| c.try_wait().map(|s| s.is_some()).unwrap_or(true))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -321,8 +406,23 @@ fn compose_cluster_forms_grows_fails_over_and_goes_away() {
     let _serial = one_at_a_time();
     let project = Project::new();
 
-    // 1. Six nodes: three masters, three replicas, each announcing the host address and its own ports.
-    let (line, took) = project.cluster_sh_ok(&["up", "6"]);
+    // 1. Six nodes: three masters, three replicas, each announcing the host address and its own ports; formed
+    // although the manager is killed and restarted while redis-cli --cluster create is half done.
+    let mut up = project.cluster_sh_start(&["up", "6"]);
+    let mut nodes_seen = Vec::new();
+    project.restart_manager_when(&mut up, "create has assigned slots", || {
+        if nodes_seen.len() < 6 {
+            nodes_seen = project
+                .containers("redis", false)
+                .iter()
+                .filter_map(|id| published_port(id, 6379))
+                .map(|port| format!("{}:{port}", project.announce_ip))
+                .collect();
+        }
+        nodes_seen.len() == 6
+            && nodes_seen.iter().any(|n| info_field(n, "cluster_slots_assigned").is_some_and(|s| s != "0"))
+    });
+    let (line, took) = project.cluster_sh_finish(up);
     eprintln!("compose: up 6: {line}; {:.1} s wall time", took.as_secs_f64());
     let nodes = eventually("3 masters and 3 replicas", || {
         let nodes = settled(&project, 6)?;
@@ -336,6 +436,23 @@ fn compose_cluster_forms_grows_fails_over_and_goes_away() {
     assert!(nodes.iter().all(|n| n.addr.starts_with(&format!("{}:", project.announce_ip))));
     let entry = nodes[0].addr.clone();
 
+    // rediscover holds the Docker socket, so it runs with as little as it can: not root (the socket's group
+    // lets it in), no capability, no way to gain privileges, nothing writable.
+    let discover = project.containers("discover", false);
+    let discover = discover.first().expect("discover runs");
+    let pid = run_ok("docker", &["inspect", "-f", "{{.State.Pid}}", discover]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process status of rediscover");
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).map(str::trim).unwrap_or_default().to_string()
+    };
+    assert_eq!(field("Uid").split_whitespace().count(), 4, "the Uid line of rediscover: {status}");
+    assert!(field("Uid").split_whitespace().all(|u| u != "0"), "rediscover runs as root: Uid {}", field("Uid"));
+    assert_eq!(field("CapEff"), "0000000000000000", "rediscover's effective capabilities");
+    assert_eq!(field("CapPrm"), "0000000000000000", "rediscover's permitted capabilities");
+    assert_eq!(field("NoNewPrivs"), "1", "rediscover may gain privileges");
+    let read_only = run_ok("docker", &["inspect", "-f", "{{.HostConfig.ReadonlyRootfs}}", discover]);
+    assert_eq!(read_only, "true", "rediscover's root file system is writable");
+
     // 2. From the host, through the published ports: 1,000 keys over every master.
     write_keys(&entry, "key:");
     read_keys(&entry, "key:", KEYS).unwrap_or_else(|e| panic!("keys after up 6: {e}"));
@@ -345,10 +462,24 @@ fn compose_cluster_forms_grows_fails_over_and_goes_away() {
         assert!(n > 0, "master {} holds no key", m.addr);
     }
 
-    // 3. Nine nodes: the three new ones join, the first six keep running untouched.
+    // 3. Nine nodes: the three new ones join, the first six keep running untouched; the slots reach the new
+    // masters although the manager is killed and restarted in the middle of moving one: as often as it takes
+    // for a kill to leave a slot open (migrating on one node, importing on another).
     let before: Vec<(String, String)> =
         project.containers("redis", false).into_iter().map(|id| (started_at(&id), id)).collect();
-    let (line, took) = project.cluster_sh_ok(&["scale", "9"]);
+    let mut scale = project.cluster_sh_start(&["scale", "9"]);
+    let mut restarts = 0;
+    let left_open = loop {
+        project.restart_manager_when(&mut scale, "a slot is being moved", || !open_slots(&entry).is_empty());
+        restarts += 1;
+        let left = open_slots(&entry);
+        if !left.is_empty() {
+            break left;
+        }
+        assert!(restarts < 10, "{restarts} restarts of the manager in the middle of moves left no slot open");
+    };
+    eprintln!("compose: {restarts} manager restart(s) during the rebalance; left open: {left_open:?}");
+    let (line, took) = project.cluster_sh_finish(scale);
     eprintln!("compose: scale 9: {line}; {:.1} s wall time", took.as_secs_f64());
     for (started, id) in &before {
         assert_eq!(&started_at(id), started, "scale restarted {id}");
@@ -422,7 +553,73 @@ fn compose_cluster_forms_grows_fails_over_and_goes_away() {
     assert!(nodes.iter().all(|n| !n.flags.contains("fail")), "{nodes:?}");
     read_keys(&survivor, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the restart: {e}"));
 
-    // 5. Down leaves nothing of the project behind.
+    // 5. A node's redis-server dies (SIGKILL from the host): Docker starts it again, it rejoins under its own
+    // id and the cluster is whole.
+    let (masters, _) = masters_and_replicas(&nodes);
+    let crashed = masters.first().map(|m| (*m).clone()).expect("a master");
+    let crashed_container = container_of(&project, &crashed.addr);
+    let pid = run_ok("docker", &["inspect", "-f", "{{.State.Pid}}", &crashed_container]);
+    run_ok("kill", &["-KILL", &pid]);
+    let back = eventually("the crashed node running again and back in the cluster", || {
+        let state = run_ok("docker", &["inspect", "-f", "{{.State.Running}} {{.RestartCount}}", &crashed_container]);
+        if state != "true 1" {
+            return Err(format!("running, restarts: {state}"));
+        }
+        let nodes = settled(&project, 9)?;
+        let now = docker_announce(&crashed_container, &project.announce_ip);
+        match nodes.iter().find(|n| n.id == crashed.id) {
+            Some(n) if n.addr == now && (n.is_master() || n.is_replica()) => Ok(now),
+            other => Err(format!("the crashed node is {other:?}")),
+        }
+    });
+    // Its address may have changed with the restart: ask through it.
+    read_keys(&back, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the crash: {e}"));
+
+    // 6. With a node stopped, status still answers from a running one (docker-compose v1 lists the stopped
+    // container first: it is number 1) ...
+    let project_label = format!("label=com.docker.compose.project={}", project.name);
+    let first = run_ok(
+        "docker",
+        &[
+            "ps",
+            "-q",
+            "--filter",
+            &project_label,
+            "--filter",
+            "label=com.docker.compose.service=redis",
+            "--filter",
+            "label=com.docker.compose.container-number=1",
+        ],
+    );
+    assert!(!first.is_empty(), "node number 1 runs");
+    run_ok("docker", &["stop", &first]);
+    let status = project.cluster_sh(&["status"]);
+    assert!(
+        status.status.success()
+            && String::from_utf8_lossy(&status.stdout).lines().any(|l| l.starts_with("cluster_state:")),
+        "status with node 1 stopped: {}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    // ... and `up` with fewer nodes than exist refuses, as scale does, rather than remove nodes that hold slots.
+    let all_nodes = project.containers("redis", true).len();
+    let shrink = project.cluster_sh(&["up", "6"]);
+    let said = String::from_utf8_lossy(&shrink.stderr);
+    assert!(!shrink.status.success(), "up 6 on {all_nodes} nodes succeeded: {said}");
+    assert!(said.contains("shrinking is not supported"), "up 6 on {all_nodes} nodes says: {said}");
+    assert_eq!(project.containers("redis", true).len(), all_nodes, "up 6 removed nodes");
+    run_ok("docker", &["start", &first]);
+    let nodes = eventually("the stopped node back", || {
+        let running = project.expected_members().len();
+        if running == 9 {
+            settled(&project, 9)
+        } else {
+            Err(format!("{running} nodes run"))
+        }
+    });
+    read_keys(&nodes[0].addr, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the stop: {e}"));
+
+    // 7. Down leaves nothing of the project behind.
     let volumes = volumes_of(&project.containers("redis", true));
     assert!(volumes.len() >= 9, "each node has its own /data volume: {volumes:?}");
     project.cluster_sh_ok(&["down"]);
@@ -447,6 +644,78 @@ fn compose_cluster_of_twelve_forms_in_bounded_time() {
     let volumes = volumes_of(&project.containers("redis", true));
     project.cluster_sh_ok(&["down"]);
     assert_eq!(project.leftovers(&volumes), Vec::<String>::new(), "left behind by down");
+}
+
+#[test]
+fn compose_cluster_with_a_password_serves_only_clients_that_give_it() {
+    let _serial = one_at_a_time();
+    let mut project = Project::new();
+    let password = format!("secret-{}", common::unique());
+    project.password = Some(password.clone());
+    let (line, took) = project.cluster_sh_ok(&["up", "3"]);
+    eprintln!("compose: up 3 with a password: {line}; {:.1} s wall time", took.as_secs_f64());
+
+    let members = project.expected_members();
+    assert_eq!(members.len(), 3, "{members:?}");
+    let with_password = |addr: &str, args: &[&str]| {
+        let (ip, port) = addr.split('@').next().and_then(|a| a.rsplit_once(':')).expect("ip:port@bus");
+        let out = Command::new("redis-cli")
+            .args(["-h", ip, "-p", port])
+            .args(args)
+            .env("REDISCLI_AUTH", &password)
+            .output()
+            .expect("redis-cli is missing: apt-get install redis-tools (.ci/run does)");
+        without_redirections(&out.stdout)
+    };
+    for m in &members {
+        let stranger = node_cmd(m, &["set", "k", "v"]);
+        assert!(stranger.contains("NOAUTH"), "{m} without the password answers: {stranger}");
+        let info = with_password(m, &["cluster", "info"]);
+        assert!(info.lines().any(|l| l == "cluster_state:ok"), "{m} with the password: {info}");
+        // redis-server puts its title over its command line: the password is not left in ps.
+        let id = container_of(&project, m);
+        let pid = run_ok("docker", &["inspect", "-f", "{{.State.Pid}}", &id]);
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the command line of redis-server");
+        assert!(!String::from_utf8_lossy(&cmdline).contains(&password), "the password is in ps: {cmdline:?}");
+    }
+    let entry = members.iter().next().expect("a node");
+    assert_eq!(with_password(entry, &["-c", "set", "{a}k", "v"]).trim(), "OK");
+    assert_eq!(with_password(entry, &["-c", "get", "{a}k"]).trim(), "v");
+    let status = project.cluster_sh(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).lines().any(|l| l == "cluster_state:ok"),
+        "status with a password: {}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    let volumes = volumes_of(&project.containers("redis", true));
+    project.cluster_sh_ok(&["down"]);
+    assert_eq!(project.leftovers(&volumes), Vec::<String>::new(), "left behind by down");
+}
+
+/// Slots a master marks as migrating or importing (`[slot->-id]`, `[slot-<-id]` in its own CLUSTER NODES line),
+/// asked of every master the entry node knows.
+fn open_slots(entry: &str) -> Vec<String> {
+    cluster_nodes(entry)
+        .iter()
+        .filter(|n| n.is_master())
+        .flat_map(|n| {
+            node_cmd(&n.addr, &["cluster", "nodes"])
+                .lines()
+                .filter(|l| l.contains("myself"))
+                .flat_map(|l| {
+                    l.split_whitespace().filter(|f| f.starts_with('[')).map(str::to_string).collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The host port Docker published for a container's port, once it has.
+fn published_port(id: &str, port: u16) -> Option<u16> {
+    let out = run("docker", &["port", id, &format!("{port}/tcp")]);
+    String::from_utf8_lossy(&out.stdout).lines().next()?.rsplit(':').next()?.trim().parse().ok()
 }
 
 /// A command through one node with redirections followed.

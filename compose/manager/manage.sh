@@ -1,34 +1,63 @@
 #!/bin/sh
 # Forms a Redis Cluster from the nodes rediscover lists, then keeps adding every node that appears later:
 # as a replica of a master that has none, else as a master that gets its share of the slots. Every cluster
-# operation is redis-cli's own (--cluster create, add-node, rebalance; CLUSTER MEET). POSIX sh.
+# operation is redis-cli's own (--cluster create, add-node, rebalance, fix; CLUSTER MEET, REPLICATE, RESET).
+# POSIX sh.
+#
+# It may be killed at any moment and started again: each round looks at the cluster as it is and finishes
+# what an interrupted round left. A create cut short is started over (its nodes never served, as none of
+# them saw every slot assigned); a node that joined but serves no slot is placed as a new node would be;
+# a slot left open by a cut-short move is closed; the slots are rebalanced.
 #
 # Environment:
 #   CLUSTER_LABEL     the label (key=value) the Redis nodes carry; required
 #   CLUSTER_SIZE      how many nodes the first cluster has (6)
 #   CLUSTER_REPLICAS  replicas per master in the first cluster (1; 0 when CLUSTER_SIZE is too small for them)
 #   WATCH_INTERVAL    seconds between looks for new nodes (1)
+#   CALL_TIMEOUT      seconds one redis-cli command to one node may take (5)
+#   CLUSTER_OP_TIMEOUT  seconds one redis-cli --cluster operation may take (600); a slower one is cut short
+#                     and finished by the next round
+#   REDIS_PASSWORD    the nodes' password, if they have one
 #   DISCOVER_HOST, DISCOVER_PORT  where rediscover listens (see entrypoint.sh)
 set -eu
 . "${0%/*}/common.sh"
+
+# redis-cli, --cluster included, authenticates with REDISCLI_AUTH: not on the command line.
+[ -z "${REDIS_PASSWORD:-}" ] || export REDISCLI_AUTH="$REDIS_PASSWORD"
 
 label=${CLUSTER_LABEL:-}
 [ -n "$label" ] || { say "CLUSTER_LABEL is not set: set it to the label of the Redis nodes (key=value)"; exit 1; }
 size=${CLUSTER_SIZE:-6}
 replicas=${CLUSTER_REPLICAS:-1}
 interval=${WATCH_INTERVAL:-1}
+call_timeout=${CALL_TIMEOUT:-5}
+op_timeout=${CLUSTER_OP_TIMEOUT:-600}
 [ "$size" -ge 3 ] || { say "CLUSTER_SIZE=$size: a Redis Cluster needs at least 3 nodes, set CLUSTER_SIZE to 3 or more"; exit 1; }
 [ "$size" -ge $((3 * (replicas + 1))) ] || replicas=0
 find_discover
 
-# Member announce strings (ip:port@bus-port), one a line; MIN/TIMEOUT options may follow.
-members() { ask_discover MEMBERS LABEL "$label" "$@"; }
+# Member announce strings (ip:port@bus-port), one a line, sorted; MIN/TIMEOUT options may follow.
+members() { ask_discover 70 MEMBERS LABEL "$label" "$@"; }
 
 # node ip:port@bus ARGS...: a command to one node.
 node() {
   addr=${1%@*}
   shift
-  redis-cli -e -h "${addr%:*}" -p "${addr##*:}" "$@"
+  timeout "$call_timeout" redis-cli -e -h "${addr%:*}" -p "${addr##*:}" "$@"
+}
+
+# cluster_op SUBCOMMAND ARGS...: redis-cli --cluster, cut short after CLUSTER_OP_TIMEOUT.
+cluster_op() {
+  op=$1
+  shift
+  timeout "$op_timeout" redis-cli --cluster "$op" "$@"
+}
+
+# Says a message once, not every round while the condition lasts.
+said=
+say_once() {
+  [ "$said" = "$*" ] || say "$*"
+  said=$*
 }
 
 # node FIELD: a field of CLUSTER INFO (its lines end in CRLF).
@@ -52,15 +81,19 @@ entry_node() {
   return 1
 }
 
-# The id of a master that is up and has no replica, from CLUSTER NODES on stdin.
+# The id of a master that is up and has no replica, from CLUSTER NODES on stdin. With "served", only a
+# master that serves slots; the ids in `also` (space-separated) count as such too.
 lonely_master() {
-  awk '
-    $3 ~ /master/ && $3 !~ /fail|handshake|noaddr/ { master[$1] = 1 }
-    $3 ~ /slave/ && $3 !~ /fail/ { served[$4] = 1 }
-    END { for (id in master) if (!(id in served)) { print id; exit } }'
+  awk -v served="${1:-}" -v also=" ${2:-} " '
+    $3 ~ /master/ && $3 !~ /fail|handshake|noaddr/ && (served == "" || NF > 8 || index(also, " " $1 " ")) {
+      master[$1] = 1
+    }
+    $3 ~ /slave/ && $3 !~ /fail/ { replicated[$4] = 1 }
+    END { for (id in master) if (!(id in replicated)) { print id; exit } }'
 }
 
-# Forms the cluster from the first $size members unless one of them is in a cluster already.
+# Forms the cluster from the first $size members, unless a node already sees every slot assigned: then the
+# cluster exists and the rounds below look after it.
 form() {
   until all=$(members MIN "$size" TIMEOUT 60000 2>&1); do
     say "waiting for $size nodes labelled $label: $all"
@@ -68,19 +101,30 @@ form() {
   done
   first=$(echo "$all" | head -n "$size")
   for f in $all; do
-    if in_cluster "$f"; then
-      say "$f is in a cluster already: not creating one"
+    # A node runs redis-server once rediscover has told it its address; one that went away is not waited for.
+    node "$f" PING >/dev/null 2>&1 || { say_once "$f does not answer PING yet: asking again"; return 1; }
+  done
+  for f in $all; do
+    if [ "$(info_field "$f" cluster_slots_assigned)" = 16384 ]; then
+      say "$f sees all 16384 slots assigned: the cluster exists"
       return 0
+    fi
+  done
+  # Slots or peers without full coverage are what a cut-short create left. Such a cluster never served a
+  # command (a node refuses them until it sees every slot), and CLUSTER RESET refuses a master with keys.
+  for f in $all; do
+    if in_cluster "$f"; then
+      say "$f holds what an unfinished create left: resetting it"
+      node "$f" CLUSTER RESET HARD >/dev/null || { say_once "cannot reset $f (see its reply above): asking again"; return 1; }
     fi
   done
   addrs=
   for f in $first; do
-    until node "$f" PING >/dev/null 2>&1; do sleep 1; done
     addrs="$addrs ${f%@*}"
   done
   say "creating a cluster of$addrs with $replicas replica(s) per master"
   # shellcheck disable=SC2086 # one argument per address
-  redis-cli --cluster create $addrs --cluster-replicas "$replicas" --cluster-yes
+  cluster_op create $addrs --cluster-replicas "$replicas" --cluster-yes
 }
 
 # entry id [master-id]: waits until the entry node knows the node with this id as a master, or as a
@@ -112,9 +156,69 @@ await_agreement() {
   done
 }
 
-# True when a master that is up serves no slot (slots are the fields after the eighth).
-has_empty_master() {
-  node "$1" CLUSTER NODES | awk '$3 ~ /master/ && $3 !~ /fail|handshake|noaddr/ && NF == 8 { found = 1 } END { exit !found }'
+# CLUSTER NODES as every node that is up says of itself (its "myself" line), from the entry node's list:
+# gossip may not yet have told the entry node of a new replica, and a decision on that would undo it.
+self_view() {
+  for a in $(node "$1" CLUSTER NODES | awk '$3 !~ /fail|handshake|noaddr/ { split($2, a, ","); print a[1] }'); do
+    node "$a" CLUSTER NODES | awk '$3 ~ /myself/' || return 1
+  done
+}
+
+# Masters that are up, serve no slot and have no replica, as "id address" lines, from CLUSTER NODES on
+# stdin: a node whose create or add-node was cut short, or a new master waiting for its slots.
+idle_masters() {
+  awk '
+    $3 ~ /master/ && $3 !~ /fail|handshake|noaddr/ && NF == 8 { split($2, a, ","); idle[$1] = a[1] }
+    $3 ~ /slave/ && $3 !~ /fail/ { replicated[$4] = 1 }
+    END { for (id in idle) if (!(id in replicated)) print id, idle[id] }' | sort -k 2
+}
+
+# Places every idle master as a new node is placed: a replica of a master that has none, else a master.
+# A master that serves slots comes first; an idle one only once it stays a master in this pass.
+place_idle_masters() {
+  kept=
+  view=$(self_view "$1") || return 1
+  for pair in $(echo "$view" | idle_masters | tr ' ' '='); do
+    id=${pair%%=*}
+    addr=${pair#*=}
+    view=$(self_view "$1") || return 1
+    target=$(echo "$view" | awk -v me="$id" '$1 != me' | lonely_master served "$kept")
+    if [ -z "$target" ]; then
+      kept="$kept $id"
+      continue
+    fi
+    say "$addr ($id) serves no slot: making it a replica of $target"
+    node "$addr" CLUSTER REPLICATE "$target" >/dev/null || return 1
+    await_member "$1" "$id" "$target" || return 1
+  done
+}
+
+# Closes slots a cut-short move left open and gives every master its share (the idle masters only if
+# place_idle_masters kept them as masters), unless a master that serves
+# slots is down or a node is still joining: redis-cli must not move or "fix" the slots of a node that is
+# merely down. (redis-cli itself leaves out nodes flagged fail: a replica down, a master failed over.)
+settle_slots() {
+  if node "$1" CLUSTER NODES | awk '
+    $3 ~ /handshake|noaddr/ || ($3 ~ /master/ && $3 ~ /fail/ && NF > 8) { bad = 1 } END { exit !bad }'; then
+    say_once "a master that serves slots is down, or a node is joining: the slots stay where they are for now"
+    return 1
+  fi
+  await_agreement "$1" || return 1
+  # A node that finished joining after place_idle_masters looked would get slots as an empty master: it
+  # must be placed first, by the next round.
+  view=$(self_view "$1") || return 1
+  for id in $(echo "$view" | idle_masters | awk '{ print $1 }'); do
+    case " $kept " in
+      *" $id "*) ;;
+      *) say "$id joined while the others were placed: placing it next round"; return 1 ;;
+    esac
+  done
+  check=$(cluster_op check "${1%@*}" 2>&1) || true
+  if echo "$check" | grep -q 'slots in migrating state\|slots in importing state\|slots are open'; then
+    say "a move was cut short: closing its open slot with redis-cli --cluster fix"
+    cluster_op fix "${1%@*}" --cluster-yes || return 1
+  fi
+  cluster_op rebalance "${1%@*}" --cluster-use-empty-masters --cluster-yes
 }
 
 # Brings every member into the cluster; fails when something is left for the next round.
@@ -152,10 +256,11 @@ reconcile() {
       pending=1
       continue
     fi
-    master=$(echo "$nodes" | lonely_master)
+    view=$(self_view "$entry") || return 1
+    master=$(echo "$view" | lonely_master)
     if [ -n "$master" ]; then
       say "adding $m as a replica of $master"
-      if ! redis-cli --cluster add-node "${m%@*}" "${entry%@*}" --cluster-slave --cluster-master-id "$master"; then
+      if ! cluster_op add-node "${m%@*}" "${entry%@*}" --cluster-slave --cluster-master-id "$master"; then
         # It may have joined before gossip told it of its master ("Unknown node"): ask it again a few times.
         w=0
         until node "$m" CLUSTER REPLICATE "$master" >/dev/null 2>&1; do
@@ -166,26 +271,16 @@ reconcile() {
       fi
     else
       say "adding $m as a master"
-      redis-cli --cluster add-node "${m%@*}" "${entry%@*}" || { pending=1; continue; }
+      cluster_op add-node "${m%@*}" "${entry%@*}" || { pending=1; continue; }
     fi
     await_member "$entry" "$id" "$master" || pending=1
   done
-  if has_empty_master "$entry"; then
-    # The new masters get their share of the slots once every node knows them.
-    await_agreement "$entry" || return 1
-    n=0
-    until redis-cli --cluster rebalance "${entry%@*}" --cluster-use-empty-masters --cluster-yes; do
-      n=$((n + 1))
-      [ "$n" -lt 30 ] || { say "rebalance keeps failing: see the messages above"; return 1; }
-      sleep 1
-      # A move cut short leaves its slot open (migrating/importing): redis-cli closes it.
-      redis-cli --cluster fix "${entry%@*}" --cluster-yes || true
-    done
-  fi
+  place_idle_masters "$entry" || return 1
+  settle_slots "$entry" || return 1
   [ "$pending" = 0 ]
 }
 
-form
+until form; do sleep 1; done
 seen=
 while :; do
   if now=$(members 2>&1); then

@@ -32,7 +32,11 @@ find_discover() {
   DISCOVER_PORT=${DISCOVER_PORT:-7379}
 }
 
-# Asks rediscover; redis-cli -e makes an error reply a failure.
+# ask_discover SECONDS ARGS...: asks rediscover, giving up after SECONDS (coreutils or busybox timeout: a
+# server that accepts and never answers must not hold the caller); redis-cli -e makes an error reply a failure.
+# The nodes' password (REDISCLI_AUTH in the manager) is not rediscover's.
 ask_discover() {
-  redis-cli -e -h "$DISCOVER_HOST" -p "$DISCOVER_PORT" "$@"
+  limit=$1
+  shift
+  env -u REDISCLI_AUTH timeout "$limit" redis-cli -e -h "$DISCOVER_HOST" -p "$DISCOVER_PORT" "$@"
 }

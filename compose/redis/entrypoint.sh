@@ -7,6 +7,7 @@
 #   DISCOVER_PORT         its port (7379)
 #   DISCOVER_TRIES        how many times to ask, one second apart, before giving up (60)
 #   CLUSTER_NODE_TIMEOUT  cluster-node-timeout in milliseconds (5000)
+#   REDIS_PASSWORD        when set, clients and replicas must authenticate with it (requirepass, masterauth)
 # Arguments go to redis-server after the cluster options.
 set -eu
 . "${0%/*}/common.sh"
@@ -20,7 +21,7 @@ answer=
 while :; do
   # Until Docker has published the ports, or while rediscover starts, the answer is an error: ask again.
   # An IPv4 ip:port@bus-port and nothing else; messages from redis-cli are shown when giving up.
-  if answer=$(ask_discover DISCOVER "$me" 2>&1); then
+  if answer=$(ask_discover 5 DISCOVER "$me" 2>&1); then
     case $answer in
       *[!0-9.:@]*) ;;
       ?*:?*@?*) break ;;
@@ -40,6 +41,13 @@ port=${rest%%@*}
 bus_port=${rest#*@}
 say "announcing $ip:$port@$bus_port"
 
+if [ -n "${REDIS_PASSWORD:-}" ]; then
+  # redis-server replaces its command line with its title at once: the password does not stay in ps.
+  set -- --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD" "$@"
+fi
+
+# Protected mode refuses clients from other addresses when there is no password, and through Docker's port
+# publishing every client and peer comes from another address: it is off (README, Security).
 # nodes.conf, the append-only file and the data stay in /data, a volume: a restarted node keeps its identity
 # and tells its peers its new address itself.
 exec redis-server \
