@@ -60,42 +60,15 @@ where
     let mut request_started: Option<tokio::time::Instant> = None;
     let mut last_activity = tokio::time::Instant::now();
     loop {
-        // Run every complete request already read; the replies leave together.
-        loop {
-            let args = match decoder.decode(&mut input) {
-                Ok(Some(args)) => args,
-                Ok(None) => break,
-                Err(e) => {
-                    shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(id = session.id, error = %e, "protocol error");
-                    // As Redis does: say what was wrong, then close this connection only.
-                    Reply::error(format!("ERR Protocol error: {e}")).encode(session.protocol, &mut output);
-                    let _ = write_out(stream, &mut output, shared).await;
-                    return Close::Protocol;
-                }
-            };
-            request_started = None;
-            // One unit of tokio's cooperative budget per request: a client that pipelines without pause yields
-            // the thread every so many requests, as Redis moves on after each client's batch.
-            tokio::task::consume_budget().await;
-            let (reply, quit) = match execute(args, shared, session, shutdown, stream, &mut input).await {
-                Ok(done) => done,
+        if !input.is_empty() {
+            // Boxed, and only while there is work: a request may wait on Docker, whose call state is kilobytes,
+            // and an idle connection's task should not keep room for it.
+            let batch = run_batch(stream, shared, session, shutdown, &mut decoder, &mut input, &mut output);
+            match Box::pin(batch).await {
+                Ok(true) => request_started = None,
+                Ok(false) => {}
                 Err(close) => return close,
-            };
-            decoder.set_unauthenticated(!session.authenticated);
-            reply.encode(session.protocol, &mut output);
-            if quit {
-                let _ = write_out(stream, &mut output, shared).await;
-                return Close::Quit;
             }
-            if output.len() >= config.max_output_bytes {
-                if let Err(close) = write_out(stream, &mut output, shared).await {
-                    return close;
-                }
-            }
-        }
-        if let Err(close) = write_out(stream, &mut output, shared).await {
-            return close;
         }
         let mid_request = !input.is_empty() || decoder.is_mid_request();
         if mid_request {
@@ -157,6 +130,52 @@ where
             Err(e) => return Close::Io(e),
         }
     }
+}
+
+/// Runs every complete request already read, then writes the replies together; true if any request ran.
+async fn run_batch<S>(
+    stream: &mut S,
+    shared: &Shared,
+    session: &mut Session,
+    shutdown: &CancellationToken,
+    decoder: &mut RequestDecoder,
+    input: &mut BytesMut,
+    output: &mut BytesMut,
+) -> Result<bool, Close>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut ran = false;
+    loop {
+        let args = match decoder.decode(input) {
+            Ok(Some(args)) => args,
+            Ok(None) => break,
+            Err(e) => {
+                shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(id = session.id, error = %e, "protocol error");
+                // As Redis does: say what was wrong, then close this connection only.
+                Reply::error(format!("ERR Protocol error: {e}")).encode(session.protocol, output);
+                let _ = write_out(stream, output, shared).await;
+                return Err(Close::Protocol);
+            }
+        };
+        ran = true;
+        // One unit of tokio's cooperative budget per request: a client that pipelines without pause yields
+        // the thread every so many requests, as Redis moves on after each client's batch.
+        tokio::task::consume_budget().await;
+        let (reply, quit) = execute(args, shared, session, shutdown, stream, input).await?;
+        decoder.set_unauthenticated(!session.authenticated);
+        reply.encode(session.protocol, output);
+        if quit {
+            let _ = write_out(stream, output, shared).await;
+            return Err(Close::Quit);
+        }
+        if output.len() >= shared.config.max_output_bytes {
+            write_out(stream, output, shared).await?;
+        }
+    }
+    write_out(stream, output, shared).await?;
+    Ok(ran)
 }
 
 /// Checks auth, runs one request, counts it; the flag says the connection is to close after the reply. While a
