@@ -59,6 +59,8 @@ where
     // When the request now being read began to arrive.
     let mut request_started: Option<tokio::time::Instant> = None;
     let mut last_activity = tokio::time::Instant::now();
+    // Made once: waiting on shutdown registers this connection with the token on the first wait, not on each.
+    let mut cancelled = std::pin::pin!(shutdown.cancelled());
     loop {
         if !input.is_empty() {
             // Boxed, and only while there is work: a request may wait on Docker, whose call state is kilobytes,
@@ -99,7 +101,7 @@ where
                     None => config.idle_timeout.and_then(|t| last_activity.checked_add(t)),
                 };
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Close::Shutdown,
+                    _ = &mut cancelled => return Close::Shutdown,
                     read = stream.read_buf(&mut input) => read,
                     _ = sleep_until(deadline) => {
                         shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
@@ -118,7 +120,10 @@ where
         match read {
             Ok(0) => return Close::Eof,
             Ok(n) => {
-                last_activity = tokio::time::Instant::now();
+                // The clock is read only when a deadline needs it.
+                if config.idle_timeout.is_some() {
+                    last_activity = tokio::time::Instant::now();
+                }
                 chunk = if n >= room {
                     (chunk * 2).min(READ_CHUNK_MAX)
                 } else if n < chunk / 8 {
@@ -239,22 +244,30 @@ async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, output: &mut BytesMut,
     if output.is_empty() {
         return Ok(());
     }
-    let limit = shared.config.request_timeout;
-    match tokio::time::timeout(limit, stream.write_all(output)).await {
-        Ok(Ok(())) => {
-            if output.capacity() > READ_CHUNK_MAX {
-                *output = BytesMut::new();
-            } else {
-                output.clear();
+    // Most replies fit the socket's buffer at once: try once before arming the timer, which reads the clock.
+    // Unconstrained, as the read probe: a spent cooperative budget is not a slow reader.
+    let written = match tokio::task::unconstrained(stream.write(output)).now_or_never() {
+        Some(Ok(n)) => n,
+        Some(Err(e)) => return Err(Close::Io(e)),
+        None => 0,
+    };
+    if written < output.len() {
+        let limit = shared.config.request_timeout;
+        match tokio::time::timeout(limit, stream.write_all(&output[written..])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Close::Io(e)),
+            Err(_) => {
+                shared.stats.output_limit_disconnections.fetch_add(1, Ordering::Relaxed);
+                return Err(Close::SlowReader);
             }
-            Ok(())
-        }
-        Ok(Err(e)) => Err(Close::Io(e)),
-        Err(_) => {
-            shared.stats.output_limit_disconnections.fetch_add(1, Ordering::Relaxed);
-            Err(Close::SlowReader)
         }
     }
+    if output.capacity() > READ_CHUNK_MAX {
+        *output = BytesMut::new();
+    } else {
+        output.clear();
+    }
+    Ok(())
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
