@@ -1,5 +1,7 @@
 //! One client connection: read requests, run them in order, write replies in batches, enforce the limits.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,16 +9,19 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::command::{Command, Session, Shared};
 use crate::protocol::{Reply, RequestDecoder};
 
-/// Bytes asked of the socket per read: small while a client is idle, so idle clients cost little memory,
-/// doubling while reads fill the buffer, up to the largest chunk, and halving only when a read brings much less
-/// (so a pipeline a little larger than a chunk does not cost two reads per batch).
+/// Bytes asked of the socket per read (Redis: PROTO_IOBUF_LEN). The buffer lives only while the client is
+/// active, so its size costs an idle client nothing.
+const READ_CHUNK: usize = 16 * 1024;
+/// The buffer a TLS client waits in while idle, and a blocked client's reads.
 const READ_CHUNK_IDLE: usize = 512;
-const READ_CHUNK_MAX: usize = 64 * 1024;
+/// Reply buffers grown past this are given back after each write.
+const OUTPUT_KEEP_MAX: usize = 64 * 1024;
 
 /// Why a connection ended, for the log.
 #[derive(Debug)]
@@ -32,10 +37,37 @@ enum Close {
     Io(std::io::Error),
 }
 
+/// A client's stream, and how a connection waits on it for the next request.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Waits for input and reads it into `input`. This default waits in a read with a small buffer, which a quiet
+    /// client holds while it is quiet.
+    fn read_when_ready<'a>(
+        &'a mut self,
+        input: &'a mut BytesMut,
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
+        input.reserve(READ_CHUNK_IDLE);
+        self.read_buf(input)
+    }
+}
+
+/// TLS may hold decrypted bytes the socket no longer signals, so it waits in a read.
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {}
+
+/// A socket is waited on with no buffer at all; once it is readable, a whole chunk is read, so a pipelined batch
+/// arrives in one call, as Redis reads it.
+impl ClientStream for TcpStream {
+    async fn read_when_ready(&mut self, input: &mut BytesMut) -> io::Result<usize> {
+        self.readable().await?;
+        input.reserve(READ_CHUNK);
+        // A read, not a try_read: a short read tells the socket it is drained, so the next probe costs no call.
+        self.read_buf(input).await
+    }
+}
+
 /// Serves one client until it leaves, misbehaves, or the server shuts down.
 pub async fn serve<S>(mut stream: S, shared: Arc<Shared>, peer: Option<SocketAddr>, shutdown: CancellationToken)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ClientStream,
 {
     shared.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
     let mut session = Session::new(&shared, peer);
@@ -48,13 +80,12 @@ where
 
 async fn drive<S>(stream: &mut S, shared: &Shared, session: &mut Session, shutdown: &CancellationToken) -> Close
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ClientStream,
 {
     let config = &shared.config;
     let mut decoder = RequestDecoder::new(config.limits);
     decoder.set_unauthenticated(!session.authenticated);
     let mut input = BytesMut::new();
-    let mut chunk = READ_CHUNK_IDLE;
     let mut output = BytesMut::new();
     // When the request now being read began to arrive.
     let mut request_started: Option<tokio::time::Instant> = None;
@@ -79,8 +110,7 @@ where
             // Blank lines and empty arrays end without a request.
             request_started = None;
         }
-        input.reserve(chunk);
-        let mut room = input.capacity() - input.len();
+        input.reserve(READ_CHUNK);
         // Take what has already arrived without waiting; only when nothing has is the connection about to wait.
         // Unconstrained: this probe must not mistake a spent cooperative budget for an idle client.
         let read = match tokio::task::unconstrained(stream.read_buf(&mut input)).now_or_never() {
@@ -89,10 +119,7 @@ where
                 if !mid_request {
                     // Idle: give the buffers back, so what an idle connection holds does not depend on what it
                     // sent before (Redis too frees the query buffer of an idle client).
-                    if input.capacity() > READ_CHUNK_IDLE {
-                        input = BytesMut::with_capacity(READ_CHUNK_IDLE);
-                        room = READ_CHUNK_IDLE;
-                    }
+                    input = BytesMut::new();
                     output = BytesMut::new();
                 }
                 // A deadline beyond what the clock can hold is no deadline.
@@ -102,7 +129,7 @@ where
                 };
                 tokio::select! {
                     _ = &mut cancelled => return Close::Shutdown,
-                    read = stream.read_buf(&mut input) => read,
+                    read = stream.read_when_ready(&mut input) => read,
                     _ = sleep_until(deadline) => {
                         shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
                         if mid_request {
@@ -119,18 +146,11 @@ where
         };
         match read {
             Ok(0) => return Close::Eof,
-            Ok(n) => {
+            Ok(_) => {
                 // The clock is read only when a deadline needs it.
                 if config.idle_timeout.is_some() {
                     last_activity = tokio::time::Instant::now();
                 }
-                chunk = if n >= room {
-                    (chunk * 2).min(READ_CHUNK_MAX)
-                } else if n < chunk / 8 {
-                    (chunk / 2).max(READ_CHUNK_IDLE)
-                } else {
-                    chunk
-                };
             }
             Err(e) => return Close::Io(e),
         }
@@ -262,7 +282,7 @@ async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, output: &mut BytesMut,
             }
         }
     }
-    if output.capacity() > READ_CHUNK_MAX {
+    if output.capacity() > OUTPUT_KEEP_MAX {
         *output = BytesMut::new();
     } else {
         output.clear();
