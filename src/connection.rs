@@ -136,7 +136,8 @@ where
                             let ms = config.request_timeout.as_millis();
                             let error = Reply::error(format!("ERR request not completed within {ms} ms"));
                             error.encode(session.protocol, &mut output);
-                            let _ = write_out(stream, &mut output, shared).await;
+                            // Boxed, as this rare path's timer should not widen every connection's task.
+                            let _ = Box::pin(write_out(stream, &mut output, shared)).await;
                             return Close::SlowRequest;
                         }
                         return Close::Idle;
@@ -290,9 +291,10 @@ async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, output: &mut BytesMut,
     Ok(())
 }
 
+/// Boxed when there is a deadline: by default a quiet client has none, and its task keeps no room for a timer.
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+        Some(d) => Box::pin(tokio::time::sleep_until(d)).await,
         None => std::future::pending().await,
     }
 }
