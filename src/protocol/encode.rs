@@ -209,12 +209,7 @@ fn put(out: &mut [u8], bytes: &[u8]) -> usize {
 
 /// Writes `n` in decimal at the start of `out`; returns how many digits that was.
 fn put_decimal(out: &mut [u8], n: u64) -> usize {
-    let mut len = 1;
-    let mut rest = n / 10;
-    while rest > 0 {
-        len += 1;
-        rest /= 10;
-    }
+    let len = n.checked_ilog10().unwrap_or(0) as usize + 1;
     let mut rest = n;
     for slot in out[..len].iter_mut().rev() {
         *slot = b'0' + (rest % 10) as u8;
