@@ -57,7 +57,9 @@ impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {}
 /// arrives in one call, as Redis reads it.
 impl ClientStream for TcpStream {
     async fn read_when_ready(&mut self, input: &mut BytesMut) -> io::Result<usize> {
-        self.readable().await?;
+        // poll_read_ready, not readable(): it keeps the socket's single reader waker, where readable() joins a
+        // locked waiter list on every wait.
+        std::future::poll_fn(|cx| self.poll_read_ready(cx)).await?;
         input.reserve(READ_CHUNK);
         // A read, not a try_read: a short read tells the socket it is drained, so the next probe costs no call.
         self.read_buf(input).await
