@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: Debian's redis-server and rediscover, started here, measured by redis-benchmark in one
-# run. Prints requests per second, p50 and p99 for PING (inline and multibulk), a warm DISCOVER of a real
-# container and redis-server's GET of a value of the same length, then memory, start-up and cold-lookup figures.
+# run. Prints requests per second, p50 and p99 and the server's CPU time per million requests for PING (inline
+# and multibulk), a warm DISCOVER of a real container and redis-server's GET of a value of the same length; then
+# system calls per request, memory per idle connection (fresh, and after a 60 KB request), start-up and
+# cold-lookup figures.
 #
-#   bench/run.sh            full run (about 2 minutes)
+#   bench/run.sh            full run (about 3 minutes)
 #   bench/run.sh --quick    fewer requests, for a smoke test
+#   BENCH_BIN=path bench/run.sh    measure that rediscover binary instead of building this tree
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-requests=200000
+requests=400000
 idle_conns=10000
 if [ "${1:-}" = "--quick" ]; then
   requests=20000
@@ -19,14 +22,20 @@ rediscover_port=${BENCH_REDISCOVER_PORT:-17381}
 image=rediscover-test/busybox:latest
 socket=/var/run/docker.sock
 
-for tool in redis-server redis-benchmark redis-cli curl python3 docker; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is missing: apt-get install redis-server redis-tools curl"; exit 1; }
+for tool in redis-server redis-benchmark redis-cli curl python3 docker strace; do
+  command -v "$tool" >/dev/null || {
+    echo "bench: $tool is missing: apt-get install redis-server redis-tools curl strace"
+    exit 1
+  }
 done
 docker info >/dev/null 2>&1 || { echo "bench: the Docker engine does not answer: start dockerd"; exit 1; }
 ulimit -n $((idle_conns + 1024)) 2>/dev/null || { echo "bench: raise the open-file limit (ulimit -n)"; exit 1; }
 
-cargo build --release -q
-bin=target/release/rediscover
+bin=${BENCH_BIN:-target/release/rediscover}
+[ -n "${BENCH_BIN:-}" ] || cargo build --release -q
+# Requests counted under strace for the system-call figures.
+traced_requests=$((requests / 10))
+big_request=$((60 * 1024))
 
 pids=()
 container=
@@ -89,24 +98,34 @@ hits_before=$(info_field table_hits)
 misses_before=$(info_field table_misses)
 
 printf 'container %s answers %s\n\n' "$container" "$answer"
-printf '%-26s %-10s %12s %12s %7s %9s %9s %9s %9s\n' test load "redis rps" "rediscover" ratio \
-  "redis p50" "p50" "redis p99" "p99"
+printf '%-18s %-10s %10s %10s %6s %8s %8s %8s %8s %8s %8s %6s\n' test load "redis rps" rediscover ratio \
+  "r p50" p50 "r p99" p99 "r cpu" cpu ratio
+echo "(cpu: the server process's CPU time, user + system, in ms per million requests)"
 
-# One redis-benchmark run: prints "rps p50 p99".
+# CPU time (user + system) of a process so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+# One redis-benchmark run against the server with this pid: prints "rps p50 p99 cpu-ms-per-million".
 measure() {
-  local port=$1 clients=$2 pipeline=$3 n=$4
-  shift 4
-  redis-benchmark -p "$port" -c "$clients" -P "$pipeline" -n "$n" --csv "$@" 2>/dev/null \
-    | awk -F, 'NR == 2 { gsub(/"/, ""); print $2, $5, $7 }'
+  local pid=$1 port=$2 clients=$3 pipeline=$4 n=$5 before after
+  shift 5
+  before=$(cpu_ticks "$pid")
+  read -r rps p50 p99 < <(redis-benchmark -p "$port" -c "$clients" -P "$pipeline" -n "$n" --csv "$@" 2>/dev/null \
+    | awk -F, 'NR == 2 { gsub(/"/, ""); print $2, $5, $7 }')
+  after=$(cpu_ticks "$pid")
+  echo "$rps $p50 $p99 $(awk -v t=$((after - before)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.0f", t * 1000 / hz * 1e6 / n }')"
 }
 
 row() {
   local name=$1 clients=$2 pipeline=$3 redis_args=$4 ours_args=$5 n=$requests
   [ "$clients" -gt 1 ] || n=$((requests / 10))
-  read -r r_rps r_p50 r_p99 < <(eval measure "$redis_port" "$clients" "$pipeline" "$n" "$redis_args")
-  read -r o_rps o_p50 o_p99 < <(eval measure "$rediscover_port" "$clients" "$pipeline" "$n" "$ours_args")
-  printf '%-26s %-10s %12s %12s %7s %9s %9s %9s %9s\n' "$name" "-c$clients -P$pipeline" "$r_rps" "$o_rps" \
-    "$(awk -v a="$o_rps" -v b="$r_rps" 'BEGIN { printf "%.2f", a / b }')" "$r_p50" "$o_p50" "$r_p99" "$o_p99"
+  read -r r_rps r_p50 r_p99 r_cpu < <(eval measure "$redis_pid" "$redis_port" "$clients" "$pipeline" "$n" "$redis_args")
+  read -r o_rps o_p50 o_p99 o_cpu < <(eval measure "$rediscover_pid" "$rediscover_port" "$clients" "$pipeline" "$n" \
+    "$ours_args")
+  printf '%-18s %-10s %10s %10s %6s %8s %8s %8s %8s %8s %8s %6s\n' "$name" "-c$clients -P$pipeline" "$r_rps" "$o_rps" \
+    "$(awk -v a="$o_rps" -v b="$r_rps" 'BEGIN { printf "%.2f", a / b }')" "$r_p50" "$o_p50" "$r_p99" "$o_p99" \
+    "$r_cpu" "$o_cpu" "$(awk -v a="$o_cpu" -v b="$r_cpu" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
 }
 
 for load in "50 1" "50 16" "1 1"; do
@@ -115,28 +134,72 @@ for load in "50 1" "50 16" "1 1"; do
   row "PING multibulk" "$1" "$2" "-t ping_mbulk" "-t ping_mbulk"
   row "DISCOVER vs GET" "$1" "$2" "GET announce" "DISCOVER $container"
 done
+
+# System calls per request: strace counts every call of the server's threads over a fixed number of requests.
+syscalls_per_request() {
+  local pid=$1 port=$2 pipeline=$3 out tracer
+  shift 3
+  out=$(mktemp)
+  strace -c -f -p "$pid" -o "$out" 2>/dev/null &
+  tracer=$!
+  sleep 1
+  redis-benchmark -p "$port" -c 50 -P "$pipeline" -n "$traced_requests" -q "$@" >/dev/null 2>&1
+  sleep 0.5
+  kill -INT "$tracer"
+  wait "$tracer" 2>/dev/null || true
+  # The total line: % time, seconds, usecs/call, calls, [errors,] total.
+  awk -v n="$traced_requests" '$NF == "total" { printf "%.2f", $4 / n }' "$out"
+  rm -f "$out"
+}
 hits_after=$(info_field table_hits)
 misses_after=$(info_field table_misses)
 
-# Idle connections: open them to each server, then read the resident set.
+for pipeline in 1 16; do
+  eval "sys_redis_$pipeline=\$(syscalls_per_request \"\$redis_pid\" \"\$redis_port\" $pipeline GET announce)"
+  eval "sys_rediscover_$pipeline=\$(syscalls_per_request \"\$rediscover_pid\" \"\$rediscover_port\" $pipeline \
+    DISCOVER \"\$container\")"
+done
+
+# Idle connections: open them to each server, each sending a request of this many bytes first (none when 0:
+# only the last sends a PING, so that all are known to be accepted), let them idle a few seconds (Redis trims an
+# idle client's buffers from its cron), then read the resident set. Prints the base, the resident set and the
+# bytes each connection added since `base` (KiB; when empty, the resident set before these connections). Both
+# rounds count from the same base, so memory the first left to the allocator is not free for the second.
 with_idle() {
-  python3 - "$1" "$2" "$idle_conns" <<'EOF'
+  python3 - "$1" "$2" "$idle_conns" "$3" "${4:-}" <<'EOF'
 import socket, sys, time
-pid, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pid, port, n, size, base = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 def rss():
     with open(f"/proc/{pid}/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-before = rss()
-conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
-conns[-1].sendall(b"PING\r\n")
-assert conns[-1].recv(16) == b"+PONG\r\n", "the last connection is served"
-time.sleep(1)
+request, reply = b"", b""
+if size:
+    request = b"*2\r\n$4\r\nECHO\r\n$%d\r\n%s\r\n" % (size, b"x" * size)
+    reply = b"$%d\r\n%s\r\n" % (size, b"x" * size)
+before = int(base) if base else rss()
+conns = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    if len(conns) == n - 1 and not size:
+        request, reply = b"PING\r\n", b"+PONG\r\n"
+    s.sendall(request)
+    got = b""
+    while len(got) < len(reply):
+        chunk = s.recv(len(reply) - len(got))
+        assert chunk, "the server closed a connection"
+        got += chunk
+    assert got == reply, "a connection is served"
+    conns.append(s)
+time.sleep(4)
 after = rss()
-print(after, (after - before) * 1024 // n)
+print(before, after, (after - before) * 1024 // n)
 EOF
 }
-read -r conns_redis per_conn_redis < <(with_idle "$redis_pid" "$redis_port")
-read -r conns_rediscover per_conn_rediscover < <(with_idle "$rediscover_pid" "$rediscover_port")
+read -r base_redis conns_redis per_conn_redis < <(with_idle "$redis_pid" "$redis_port" 0)
+read -r base_rediscover conns_rediscover per_conn_rediscover < <(with_idle "$rediscover_pid" "$rediscover_port" 0)
+read -r _ big_redis per_big_redis < <(with_idle "$redis_pid" "$redis_port" "$big_request" "$base_redis")
+read -r _ big_rediscover per_big_rediscover < <(with_idle "$rediscover_pid" "$rediscover_port" "$big_request" \
+  "$base_rediscover")
 
 # Cold lookups: a DISCOVER that must ask Docker (a name it has never seen), against one raw inspect.
 cold=$(python3 - "$rediscover_port" <<'EOF'
@@ -163,6 +226,10 @@ printf '%-44s %14s %14s\n' "" redis-server rediscover
 printf '%-44s %14s %14s\n' "idle RSS (KiB)" "$idle_redis" "$idle_rediscover"
 printf '%-44s %14s %14s\n' "RSS with $idle_conns idle connections (KiB)" "$conns_redis" "$conns_rediscover"
 printf '%-44s %14s %14s\n' "bytes per idle connection" "$per_conn_redis" "$per_conn_rediscover"
+printf '%-44s %14s %14s\n' "RSS with $idle_conns idle after 60 KB each (KiB)" "$big_redis" "$big_rediscover"
+printf '%-44s %14s %14s\n' "bytes per idle connection after 60 KB" "$per_big_redis" "$per_big_rediscover"
+printf '%-44s %14s %14s\n' "system calls per request, -c50 -P1" "$sys_redis_1" "$sys_rediscover_1"
+printf '%-44s %14s %14s\n' "system calls per request, -c50 -P16" "$sys_redis_16" "$sys_rediscover_16"
 printf '%-44s %14s %14s\n' "start to first PONG (ms)" "-" "$first_pong_ms"
 printf '%-44s %14s %14s\n' "cold DISCOVER, p50 of 50 (ms)" "-" "$cold"
 printf '%-44s %14s %14s\n' "raw Docker inspect by curl, p50 of 50 (ms)" "$inspect" "-"

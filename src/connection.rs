@@ -1,5 +1,7 @@
 //! One client connection: read requests, run them in order, write replies in batches, enforce the limits.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,16 +9,19 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::command::{Command, Session, Shared};
 use crate::protocol::{Reply, RequestDecoder};
 
-/// Bytes asked of the socket per read: small while a client is idle, so idle clients cost little memory,
-/// doubling while reads fill the buffer, up to the largest chunk, and halving only when a read brings much less
-/// (so a pipeline a little larger than a chunk does not cost two reads per batch).
+/// Bytes asked of the socket per read (Redis: PROTO_IOBUF_LEN). The buffer lives only while the client is
+/// active, so its size costs an idle client nothing.
+const READ_CHUNK: usize = 16 * 1024;
+/// The buffer a TLS client waits in while idle, and a blocked client's reads.
 const READ_CHUNK_IDLE: usize = 512;
-const READ_CHUNK_MAX: usize = 64 * 1024;
+/// Reply buffers grown past this are given back after each write.
+const OUTPUT_KEEP_MAX: usize = 64 * 1024;
 
 /// Why a connection ended, for the log.
 #[derive(Debug)]
@@ -32,10 +37,39 @@ enum Close {
     Io(std::io::Error),
 }
 
+/// A client's stream, and how a connection waits on it for the next request.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Waits for input and reads it into `input`. This default waits in a read with a small buffer, which a quiet
+    /// client holds while it is quiet.
+    fn read_when_ready<'a>(
+        &'a mut self,
+        input: &'a mut BytesMut,
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
+        input.reserve(READ_CHUNK_IDLE);
+        self.read_buf(input)
+    }
+}
+
+/// TLS may hold decrypted bytes the socket no longer signals, so it waits in a read.
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {}
+
+/// A socket is waited on with no buffer at all; once it is readable, a whole chunk is read, so a pipelined batch
+/// arrives in one call, as Redis reads it.
+impl ClientStream for TcpStream {
+    async fn read_when_ready(&mut self, input: &mut BytesMut) -> io::Result<usize> {
+        // poll_read_ready, not readable(): it keeps the socket's single reader waker, where readable() joins a
+        // locked waiter list on every wait.
+        std::future::poll_fn(|cx| self.poll_read_ready(cx)).await?;
+        input.reserve(READ_CHUNK);
+        // A read, not a try_read: a short read tells the socket it is drained, so the next probe costs no call.
+        self.read_buf(input).await
+    }
+}
+
 /// Serves one client until it leaves, misbehaves, or the server shuts down.
 pub async fn serve<S>(mut stream: S, shared: Arc<Shared>, peer: Option<SocketAddr>, shutdown: CancellationToken)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ClientStream,
 {
     shared.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
     let mut session = Session::new(&shared, peer);
@@ -48,54 +82,28 @@ where
 
 async fn drive<S>(stream: &mut S, shared: &Shared, session: &mut Session, shutdown: &CancellationToken) -> Close
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ClientStream,
 {
     let config = &shared.config;
     let mut decoder = RequestDecoder::new(config.limits);
     decoder.set_unauthenticated(!session.authenticated);
     let mut input = BytesMut::new();
-    let mut chunk = READ_CHUNK_IDLE;
     let mut output = BytesMut::new();
     // When the request now being read began to arrive.
     let mut request_started: Option<tokio::time::Instant> = None;
     let mut last_activity = tokio::time::Instant::now();
+    // Made once: waiting on shutdown registers this connection with the token on the first wait, not on each.
+    let mut cancelled = std::pin::pin!(shutdown.cancelled());
     loop {
-        // Run every complete request already read; the replies leave together.
-        loop {
-            let args = match decoder.decode(&mut input) {
-                Ok(Some(args)) => args,
-                Ok(None) => break,
-                Err(e) => {
-                    shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(id = session.id, error = %e, "protocol error");
-                    // As Redis does: say what was wrong, then close this connection only.
-                    Reply::error(format!("ERR Protocol error: {e}")).encode(session.protocol, &mut output);
-                    let _ = write_out(stream, &mut output, shared).await;
-                    return Close::Protocol;
-                }
-            };
-            request_started = None;
-            // One unit of tokio's cooperative budget per request: a client that pipelines without pause yields
-            // the thread every so many requests, as Redis moves on after each client's batch.
-            tokio::task::consume_budget().await;
-            let (reply, quit) = match execute(args, shared, session, shutdown, stream, &mut input).await {
-                Ok(done) => done,
+        if !input.is_empty() {
+            // Boxed, and only while there is work: a request may wait on Docker, whose call state is kilobytes,
+            // and an idle connection's task should not keep room for it.
+            let batch = run_batch(stream, shared, session, shutdown, &mut decoder, &mut input, &mut output);
+            match Box::pin(batch).await {
+                Ok(true) => request_started = None,
+                Ok(false) => {}
                 Err(close) => return close,
-            };
-            decoder.set_unauthenticated(!session.authenticated);
-            reply.encode(session.protocol, &mut output);
-            if quit {
-                let _ = write_out(stream, &mut output, shared).await;
-                return Close::Quit;
             }
-            if output.len() >= config.max_output_bytes {
-                if let Err(close) = write_out(stream, &mut output, shared).await {
-                    return close;
-                }
-            }
-        }
-        if let Err(close) = write_out(stream, &mut output, shared).await {
-            return close;
         }
         let mid_request = !input.is_empty() || decoder.is_mid_request();
         if mid_request {
@@ -104,8 +112,7 @@ where
             // Blank lines and empty arrays end without a request.
             request_started = None;
         }
-        input.reserve(chunk);
-        let mut room = input.capacity() - input.len();
+        input.reserve(READ_CHUNK);
         // Take what has already arrived without waiting; only when nothing has is the connection about to wait.
         // Unconstrained: this probe must not mistake a spent cooperative budget for an idle client.
         let read = match tokio::task::unconstrained(stream.read_buf(&mut input)).now_or_never() {
@@ -114,10 +121,7 @@ where
                 if !mid_request {
                     // Idle: give the buffers back, so what an idle connection holds does not depend on what it
                     // sent before (Redis too frees the query buffer of an idle client).
-                    if input.capacity() > READ_CHUNK_IDLE {
-                        input = BytesMut::with_capacity(READ_CHUNK_IDLE);
-                        room = READ_CHUNK_IDLE;
-                    }
+                    input = BytesMut::new();
                     output = BytesMut::new();
                 }
                 // A deadline beyond what the clock can hold is no deadline.
@@ -126,15 +130,16 @@ where
                     None => config.idle_timeout.and_then(|t| last_activity.checked_add(t)),
                 };
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Close::Shutdown,
-                    read = stream.read_buf(&mut input) => read,
+                    _ = &mut cancelled => return Close::Shutdown,
+                    read = stream.read_when_ready(&mut input) => read,
                     _ = sleep_until(deadline) => {
                         shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
                         if mid_request {
                             let ms = config.request_timeout.as_millis();
                             let error = Reply::error(format!("ERR request not completed within {ms} ms"));
                             error.encode(session.protocol, &mut output);
-                            let _ = write_out(stream, &mut output, shared).await;
+                            // Boxed, as this rare path's timer should not widen every connection's task.
+                            let _ = Box::pin(write_out(stream, &mut output, shared)).await;
                             return Close::SlowRequest;
                         }
                         return Close::Idle;
@@ -144,19 +149,61 @@ where
         };
         match read {
             Ok(0) => return Close::Eof,
-            Ok(n) => {
-                last_activity = tokio::time::Instant::now();
-                chunk = if n >= room {
-                    (chunk * 2).min(READ_CHUNK_MAX)
-                } else if n < chunk / 8 {
-                    (chunk / 2).max(READ_CHUNK_IDLE)
-                } else {
-                    chunk
-                };
+            Ok(_) => {
+                // The clock is read only when a deadline needs it.
+                if config.idle_timeout.is_some() {
+                    last_activity = tokio::time::Instant::now();
+                }
             }
             Err(e) => return Close::Io(e),
         }
     }
+}
+
+/// Runs every complete request already read, then writes the replies together; true if any request ran.
+async fn run_batch<S>(
+    stream: &mut S,
+    shared: &Shared,
+    session: &mut Session,
+    shutdown: &CancellationToken,
+    decoder: &mut RequestDecoder,
+    input: &mut BytesMut,
+    output: &mut BytesMut,
+) -> Result<bool, Close>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut ran = false;
+    loop {
+        let args = match decoder.decode(input) {
+            Ok(Some(args)) => args,
+            Ok(None) => break,
+            Err(e) => {
+                shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(id = session.id, error = %e, "protocol error");
+                // As Redis does: say what was wrong, then close this connection only.
+                Reply::error(format!("ERR Protocol error: {e}")).encode(session.protocol, output);
+                let _ = write_out(stream, output, shared).await;
+                return Err(Close::Protocol);
+            }
+        };
+        ran = true;
+        // One unit of tokio's cooperative budget per request: a client that pipelines without pause yields
+        // the thread every so many requests, as Redis moves on after each client's batch.
+        tokio::task::consume_budget().await;
+        let (reply, quit) = execute(args, shared, session, shutdown, stream, input).await?;
+        decoder.set_unauthenticated(!session.authenticated);
+        reply.encode(session.protocol, output);
+        if quit {
+            let _ = write_out(stream, output, shared).await;
+            return Err(Close::Quit);
+        }
+        if output.len() >= shared.config.max_output_bytes {
+            write_out(stream, output, shared).await?;
+        }
+    }
+    write_out(stream, output, shared).await?;
+    Ok(ran)
 }
 
 /// Checks auth, runs one request, counts it; the flag says the connection is to close after the reply. While a
@@ -220,27 +267,36 @@ async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, output: &mut BytesMut,
     if output.is_empty() {
         return Ok(());
     }
-    let limit = shared.config.request_timeout;
-    match tokio::time::timeout(limit, stream.write_all(output)).await {
-        Ok(Ok(())) => {
-            if output.capacity() > READ_CHUNK_MAX {
-                *output = BytesMut::new();
-            } else {
-                output.clear();
+    // Most replies fit the socket's buffer at once: try once before arming the timer, which reads the clock.
+    // Unconstrained, as the read probe: a spent cooperative budget is not a slow reader.
+    let written = match tokio::task::unconstrained(stream.write(output)).now_or_never() {
+        Some(Ok(n)) => n,
+        Some(Err(e)) => return Err(Close::Io(e)),
+        None => 0,
+    };
+    if written < output.len() {
+        let limit = shared.config.request_timeout;
+        match tokio::time::timeout(limit, stream.write_all(&output[written..])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Close::Io(e)),
+            Err(_) => {
+                shared.stats.output_limit_disconnections.fetch_add(1, Ordering::Relaxed);
+                return Err(Close::SlowReader);
             }
-            Ok(())
-        }
-        Ok(Err(e)) => Err(Close::Io(e)),
-        Err(_) => {
-            shared.stats.output_limit_disconnections.fetch_add(1, Ordering::Relaxed);
-            Err(Close::SlowReader)
         }
     }
+    if output.capacity() > OUTPUT_KEEP_MAX {
+        *output = BytesMut::new();
+    } else {
+        output.clear();
+    }
+    Ok(())
 }
 
+/// Boxed when there is a deadline: by default a quiet client has none, and its task keeps no room for a timer.
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+        Some(d) => Box::pin(tokio::time::sleep_until(d)).await,
         None => std::future::pending().await,
     }
 }

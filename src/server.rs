@@ -1,10 +1,11 @@
 //! The accept loop: the client limit, one task per connection, and graceful shutdown.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,6 +15,7 @@ use crate::command::Shared;
 use crate::config::Config;
 use crate::connection;
 use crate::docker::Ports;
+use crate::tls::Tls;
 
 /// Backoff after a failed accept (out of file descriptors, ...), at first and at most.
 const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
@@ -64,33 +66,43 @@ pub async fn run(
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         let span = tracing::debug_span!("conn", peer = %peer);
-        tasks.spawn(
-            async move {
-                match &shared.config.tls {
-                    None => connection::serve(stream, shared.clone(), Some(peer), shutdown).await,
-                    Some(tls) => {
-                        // A handshake gets the time a started request gets; plain text on this port fails it.
-                        let limit = shared.config.request_timeout;
-                        match tokio::time::timeout(limit, tls.acceptor().accept(stream)).await {
-                            Ok(Ok(stream)) => connection::serve(stream, shared.clone(), Some(peer), shutdown).await,
-                            Ok(Err(e)) => {
-                                shared.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                            }
-                            Err(_) => {
-                                shared.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                                tracing::debug!("TLS handshake timed out");
-                            }
-                        }
-                    }
+        // Two kinds of task: a plain connection's task holds no room for a TLS session it does not have.
+        match shared.config.tls.clone() {
+            None => tasks.spawn(
+                async move {
+                    connection::serve(stream, shared, Some(peer), shutdown).await;
+                    drop(permit);
                 }
-                drop(permit);
-            }
-            .instrument(span),
-        );
+                .instrument(span),
+            ),
+            Some(tls) => tasks.spawn(
+                async move {
+                    serve_tls(stream, tls, shared, peer, shutdown).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            ),
+        };
     }
     tasks.close();
     tasks.wait().await;
     tracing::info!("rediscover stopped");
     Ok(())
+}
+
+/// Runs the TLS handshake, then serves the client over it.
+async fn serve_tls(stream: TcpStream, tls: Tls, shared: Arc<Shared>, peer: SocketAddr, shutdown: CancellationToken) {
+    // A handshake gets the time a started request gets; plain text on this port fails it.
+    let limit = shared.config.request_timeout;
+    match tokio::time::timeout(limit, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => connection::serve(stream, shared.clone(), Some(peer), shutdown).await,
+        Ok(Err(e)) => {
+            shared.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            shared.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("TLS handshake timed out");
+        }
+    }
 }

@@ -36,6 +36,9 @@ pub const UNAUTHENTICATED_MAX_ARGS: i64 = 10;
 /// Longest bulk string from a client that must authenticate and has not yet (Redis: a fixed 16384).
 pub const UNAUTHENTICATED_MAX_BULK_LEN: i64 = 16384;
 
+/// Most digits a count may have to be read on the fast path: 18 always fit an i64.
+const FAST_COUNT_DIGITS: usize = 18;
+
 /// Malformed input: the connection answers `-ERR Protocol error: <this>` and closes, as Redis does.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
@@ -160,6 +163,45 @@ impl RequestDecoder {
         Ok(Some(end))
     }
 
+    /// Reads the `*` or `$` line at the front of `src`: its count (`None` if it is not a number) and the index
+    /// of its `\n`, or `None` until the line is complete.
+    fn count_line(
+        &mut self,
+        src: &BytesMut,
+        max_len: usize,
+        too_long: ProtocolError,
+    ) -> Result<Option<(Option<i64>, usize)>, ProtocolError> {
+        // What clients send: a few digits, no sign, no leading zero, then CRLF; read in one pass. Anything else
+        // takes the general path, which has the exact error for each case.
+        let mut count = 0i64;
+        let mut end = 1;
+        while let Some(&digit @ b'0'..=b'9') = src.get(end) {
+            if end > FAST_COUNT_DIGITS {
+                break;
+            }
+            count = count * 10 + i64::from(digit - b'0');
+            end += 1;
+        }
+        let digits = end - 1;
+        end += 1;
+        if (1..=FAST_COUNT_DIGITS).contains(&digits)
+            && (src[1] != b'0' || digits == 1)
+            && src.get(end - 1..=end) == Some(b"\r\n")
+            && end <= max_len
+        {
+            self.scanned = 0;
+            self.consumed += end + 1;
+            if self.consumed > self.limits.max_request_len {
+                return Err(ProtocolError::RequestTooLarge);
+            }
+            return Ok(Some((Some(count), end)));
+        }
+        let Some(end) = self.line_end(src, max_len, too_long)? else {
+            return Ok(None);
+        };
+        Ok(Some((parse_count(&src[1..end]), end)))
+    }
+
     fn finish(&mut self) -> Vec<Bytes> {
         self.state = State::Idle;
         self.consumed = 0;
@@ -177,10 +219,10 @@ impl RequestDecoder {
                     let Some(&first) = src.first() else { return Ok(None) };
                     if first == b'*' {
                         let limit = self.limits.max_inline_len;
-                        let Some(end) = self.line_end(src, limit, ProtocolError::TooBigMultibulkCount)? else {
+                        let Some((count, end)) = self.count_line(src, limit, ProtocolError::TooBigMultibulkCount)?
+                        else {
                             return Ok(None);
                         };
-                        let count = parse_count(&src[1..end]);
                         src.advance(end + 1);
                         match count {
                             Some(n) if n > self.limits.max_args as i64 => {
@@ -221,10 +263,9 @@ impl RequestDecoder {
                         return Err(ProtocolError::ExpectedBulk(first));
                     }
                     let limit = self.limits.max_inline_len;
-                    let Some(end) = self.line_end(src, limit, ProtocolError::TooBigBulkCount)? else {
+                    let Some((count, end)) = self.count_line(src, limit, ProtocolError::TooBigBulkCount)? else {
                         return Ok(None);
                     };
-                    let count = parse_count(&src[1..end]);
                     src.advance(end + 1);
                     let len = match count {
                         Some(n) if self.unauthenticated && n > UNAUTHENTICATED_MAX_BULK_LEN => {

@@ -157,14 +157,18 @@ impl Reply {
 
 /// `$<len>\r\n<bytes>\r\n`, the same in RESP2 and RESP3.
 fn encode_bulk(b: &[u8], dst: &mut BytesMut) {
-    let mut n = itoa_buf();
-    dst.reserve(b.len() + 16);
-    dst.extend_from_slice(b"$");
-    dst.extend_from_slice(n.format(b.len()).as_bytes());
-    dst.extend_from_slice(b"\r\n");
+    let mut head = [0u8; BULK_HEAD_MAX_LEN];
+    let mut len = put(&mut head, b"$");
+    len += put_decimal(&mut head[len..], b.len() as u64);
+    len += put(&mut head[len..], b"\r\n");
+    dst.reserve(len + b.len() + 2);
+    dst.extend_from_slice(&head[..len]);
     dst.extend_from_slice(b);
     dst.extend_from_slice(b"\r\n");
 }
+
+/// Room for `$`, the longest length (20 digits) and CRLF.
+const BULK_HEAD_MAX_LEN: usize = 24;
 
 /// Room for the longest announce string: an IPv6 address (45), `:65535@65535` (12).
 const ANNOUNCE_MAX_LEN: usize = 64;
@@ -175,12 +179,11 @@ fn encode_announce(a: Announce, dst: &mut BytesMut) {
     let mut text = [0u8; ANNOUNCE_MAX_LEN];
     let mut len = match a.ip {
         IpAddr::V4(ip) => {
-            let mut len = 0;
-            for (i, octet) in ip.octets().into_iter().enumerate() {
-                if i > 0 {
-                    len += put(&mut text[len..], b".");
-                }
-                len += put(&mut text[len..], itoa_buf().format(octet.into()).as_bytes());
+            let [a, b, c, d] = ip.octets();
+            let mut len = put_decimal(&mut text, a.into());
+            for octet in [b, c, d] {
+                len += put(&mut text[len..], b".");
+                len += put_decimal(&mut text[len..], octet.into());
             }
             len
         }
@@ -192,9 +195,9 @@ fn encode_announce(a: Announce, dst: &mut BytesMut) {
         }
     };
     len += put(&mut text[len..], b":");
-    len += put(&mut text[len..], itoa_buf().format(a.port.into()).as_bytes());
+    len += put_decimal(&mut text[len..], a.port.into());
     len += put(&mut text[len..], b"@");
-    len += put(&mut text[len..], itoa_buf().format(a.bus_port.into()).as_bytes());
+    len += put_decimal(&mut text[len..], a.bus_port.into());
     encode_bulk(&text[..len], dst);
 }
 
@@ -204,25 +207,15 @@ fn put(out: &mut [u8], bytes: &[u8]) -> usize {
     bytes.len()
 }
 
-struct ItoaBuf([u8; 20]);
-
-fn itoa_buf() -> ItoaBuf {
-    ItoaBuf([0; 20])
-}
-
-impl ItoaBuf {
-    fn format(&mut self, mut n: usize) -> &str {
-        let mut i = self.0.len();
-        loop {
-            i -= 1;
-            self.0[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        std::str::from_utf8(&self.0[i..]).expect("only ASCII digits were written")
+/// Writes `n` in decimal at the start of `out`; returns how many digits that was.
+fn put_decimal(out: &mut [u8], n: u64) -> usize {
+    let len = n.checked_ilog10().unwrap_or(0) as usize + 1;
+    let mut rest = n;
+    for slot in out[..len].iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
     }
+    len
 }
 
 fn one_line(s: &str) -> Cow<'_, str> {
