@@ -53,6 +53,9 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
 /// TLS may hold decrypted bytes the socket no longer signals, so it waits in a read.
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {}
 
+/// An in-memory pipe (a connection served inside the process, as the session fuzz target does) waits in a read.
+impl ClientStream for tokio::io::DuplexStream {}
+
 /// A socket is waited on with no buffer at all; once it is readable, a whole chunk is read, so a pipelined batch
 /// arrives in one call, as Redis reads it.
 impl ClientStream for TcpStream {
