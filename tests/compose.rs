@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use common::{docker_announce, run, run_ok};
 
 /// How long the cluster may take to settle after each step.
-const SETTLE: Duration = Duration::from_secs(120);
+const SETTLE: Duration = Duration::from_secs(240);
+/// How long a cluster.sh that may build its images first may take to reach a step.
+const BUILD_AND_SETTLE: Duration = Duration::from_secs(600);
 /// Keys written from the host and read back after every step.
 const KEYS: usize = 1000;
 
@@ -161,7 +163,8 @@ impl Project {
     /// Restarts the manager the moment `now` holds, while `running` has not finished; panics when it finishes
     /// first, since then nothing was interrupted.
     fn restart_manager_when(&self, running: &mut Running, what: &str, mut now: impl FnMut() -> bool) {
-        let deadline = Instant::now() + SETTLE;
+        // cluster.sh may first build the images, which takes minutes on a busy machine; it is watched meanwhile.
+        let deadline = Instant::now() + BUILD_AND_SETTLE;
         loop {
             if now() {
                 self.restart_manager();
@@ -176,7 +179,7 @@ impl Project {
                 "cluster.sh {:?} finished before {what}: nothing was interrupted",
                 running.args
             );
-            assert!(Instant::now() < deadline, "still not {what} after {SETTLE:?}");
+            assert!(Instant::now() < deadline, "still not {what} after {BUILD_AND_SETTLE:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
