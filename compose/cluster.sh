@@ -8,7 +8,10 @@
 # RUST_IMAGE (rust:1-alpine), CLUSTER_NODE_TIMEOUT (5000 ms), WAIT_SECONDS (300), PULL_SECONDS (600),
 # OFFLINE=1 to use the images of compose/offline-images.sh without trying a registry, DISCOVER_USER (uid:gid
 # of rediscover in its container; default: nobody in the Docker socket's group), REDIS_PASSWORD (none: the
-# nodes accept every client; see README, Security).
+# nodes accept every client; see README, Security), TLS=1 (the nodes speak TLS only), DISCOVER_TLS=1
+# (rediscover does), TLS_DIR (compose/tls: ca.crt, node.crt and node.key; made by tls.sh when none is there),
+# TLS_AUTH_CLIENTS (optional), DISCOVER_PASSWORD (rediscover's --requirepass), ANNOUNCE_HOSTNAME (the host
+# name the nodes announce and send clients to).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-rediscover}
@@ -26,7 +29,8 @@ elif command -v docker-compose >/dev/null; then
 else
   die "neither 'docker compose' nor docker-compose is installed: install one of them"
 fi
-compose() { "${compose_cmd[@]}" -f "$here/docker-compose.yml" -p "$COMPOSE_PROJECT_NAME" "$@"; }
+compose_files=(-f "$here/docker-compose.yml")
+compose() { "${compose_cmd[@]}" "${compose_files[@]}" -p "$COMPOSE_PROJECT_NAME" "$@"; }
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 pull() { [ "${OFFLINE:-0}" != 1 ] && timeout "$pull_seconds" docker pull -q "$1" >/dev/null 2>&1; }
@@ -76,6 +80,38 @@ choose_user() {
   esac
 }
 
+# rediscover's settings, passed to its container only when set: an empty one would count as given.
+discover_settings() {
+  unset REDISCOVER_REQUIREPASS REDISCOVER_ANNOUNCE_HOSTNAME
+  [ -z "${DISCOVER_PASSWORD:-}" ] || export REDISCOVER_REQUIREPASS=$DISCOVER_PASSWORD
+  [ -z "${ANNOUNCE_HOSTNAME:-}" ] || export REDISCOVER_ANNOUNCE_HOSTNAME=$ANNOUNCE_HOSTNAME
+}
+
+# With TLS=1 or DISCOVER_TLS=1: docker-compose.tls.yml mounts TLS_DIR (absolute) into the containers, and
+# tls.sh fills it when it holds none of ca.crt, node.crt and node.key.
+choose_tls() {
+  local f have=0
+  unset REDISCOVER_TLS_CERT REDISCOVER_TLS_KEY REDISCOVER_TLS_CA_CERT
+  [ "${TLS:-0}" = 1 ] || [ "${DISCOVER_TLS:-0}" = 1 ] || return 0
+  mkdir -p "${TLS_DIR:=$here/tls}" || die "cannot create TLS_DIR=$TLS_DIR: choose a writable directory"
+  TLS_DIR=$(cd "$TLS_DIR" && pwd)
+  export TLS_DIR
+  for f in ca.crt node.crt node.key; do
+    [ ! -e "$TLS_DIR/$f" ] || have=$((have + 1))
+  done
+  if [ "$have" = 0 ]; then
+    # shellcheck disable=SC2086 # no name, or one
+    "$here/tls.sh" "$TLS_DIR" ${ANNOUNCE_HOSTNAME:-} || die "tls.sh could not make the certificates: see its message above"
+  fi
+  for f in ca.crt node.crt node.key; do
+    [ -r "$TLS_DIR/$f" ] || die "TLS_DIR=$TLS_DIR has no readable $f: give ca.crt, node.crt and node.key, or an empty directory for new ones"
+  done
+  compose_files+=(-f "$here/docker-compose.tls.yml")
+  if [ "${DISCOVER_TLS:-0}" = 1 ]; then
+    export REDISCOVER_TLS_CERT=/tls/node.crt REDISCOVER_TLS_KEY=/tls/node.key REDISCOVER_TLS_CA_CERT=/tls/ca.crt
+  fi
+}
+
 # The project's Redis containers: every one (-a), or the running ones. `docker-compose ps -q` (v1) lists
 # stopped containers too, and `docker exec` fails on them.
 nodes() {
@@ -93,14 +129,17 @@ refuse_shrink() {
 }
 
 # node_cli ID ARGS...: redis-cli inside a node, given up after 60 s; with REDIS_PASSWORD, authenticated (the
-# password goes through the environment, not the command line).
+# password goes through the environment, not the command line); over TLS when the node speaks it (its
+# common.sh holds the options).
 node_cli() {
   local id=$1
+  # shellcheck disable=SC2016 # expanded by the node's shell
+  local cli=(sh -c '. /usr/local/lib/rediscover/common.sh && exec redis-cli $node_tls "$@"' node_cli)
   shift
   if [ -n "${REDIS_PASSWORD:-}" ]; then
-    REDISCLI_AUTH=$REDIS_PASSWORD timeout 60 docker exec -e REDISCLI_AUTH "$id" redis-cli "$@"
+    REDISCLI_AUTH=$REDIS_PASSWORD timeout 60 docker exec -e REDISCLI_AUTH "$id" "${cli[@]}" "$@"
   else
-    timeout 60 docker exec "$id" redis-cli "$@"
+    timeout 60 docker exec "$id" "${cli[@]}" "$@"
   fi
 }
 
@@ -143,6 +182,8 @@ case $cmd in
     began=$SECONDS
     choose_images fresh
     choose_user
+    choose_tls
+    discover_settings
     export CLUSTER_SIZE=$2
     compose build >&2 || die "docker compose build failed: see its messages above"
     started=$SECONDS
@@ -155,6 +196,8 @@ case $cmd in
     began=$SECONDS
     choose_images
     choose_user
+    choose_tls
+    discover_settings
     compose up -d --no-recreate --scale "redis=$2" >&2 || die "docker compose up failed: see its messages above"
     await_cluster "$2" "$began" "$began"
     ;;

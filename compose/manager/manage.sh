@@ -39,18 +39,20 @@ find_discover
 # Member announce strings (ip:port@bus-port), one a line, sorted; MIN/TIMEOUT options may follow.
 members() { ask_discover 70 MEMBERS LABEL "$label" "$@"; }
 
-# node ip:port@bus ARGS...: a command to one node.
+# node ip:port@bus ARGS...: a command to one node (over TLS with TLS=1: common.sh's node_tls).
 node() {
   addr=${1%@*}
   shift
-  timeout "$call_timeout" redis-cli -e -h "${addr%:*}" -p "${addr##*:}" "$@"
+  # shellcheck disable=SC2086 # one option a word
+  timeout "$call_timeout" redis-cli $node_tls -e -h "${addr%:*}" -p "${addr##*:}" "$@"
 }
 
 # cluster_op SUBCOMMAND ARGS...: redis-cli --cluster, cut short after CLUSTER_OP_TIMEOUT.
 cluster_op() {
   op=$1
   shift
-  timeout "$op_timeout" redis-cli --cluster "$op" "$@"
+  # shellcheck disable=SC2086 # one option a word
+  timeout "$op_timeout" redis-cli $node_tls --cluster "$op" "$@"
 }
 
 # Says a message once, not every round while the condition lasts.

@@ -32,11 +32,27 @@ find_discover() {
   DISCOVER_PORT=${DISCOVER_PORT:-7379}
 }
 
+# redis-cli's TLS options, written here only: the CA, and the node certificate that every node also shows as
+# a client (cluster bus, replication, the manager). docker-compose.tls.yml mounts them at /tls.
+tls_options="--tls --cacert /tls/ca.crt --cert /tls/node.crt --key /tls/node.key"
+# Options for redis-cli towards the nodes (TLS=1) and towards rediscover (DISCOVER_TLS=1); used unquoted,
+# one option a word.
+node_tls=
+[ "${TLS:-0}" != 1 ] || node_tls=$tls_options
+discover_tls=
+[ "${DISCOVER_TLS:-0}" != 1 ] || discover_tls=$tls_options
+
 # ask_discover SECONDS ARGS...: asks rediscover, giving up after SECONDS (coreutils or busybox timeout: a
 # server that accepts and never answers must not hold the caller); redis-cli -e makes an error reply a failure.
-# The nodes' password (REDISCLI_AUTH in the manager) is not rediscover's.
+# The nodes' password (REDISCLI_AUTH in the manager) is not rediscover's: its own, DISCOVER_PASSWORD, goes
+# through the environment of this one call, never on a command line.
 ask_discover() {
   limit=$1
   shift
-  env -u REDISCLI_AUTH timeout "$limit" redis-cli -e -h "$DISCOVER_HOST" -p "$DISCOVER_PORT" "$@"
+  # shellcheck disable=SC2086 # one option a word
+  if [ -n "${DISCOVER_PASSWORD:-}" ]; then
+    REDISCLI_AUTH=$DISCOVER_PASSWORD timeout "$limit" redis-cli -e $discover_tls -h "$DISCOVER_HOST" -p "$DISCOVER_PORT" "$@"
+  else
+    env -u REDISCLI_AUTH timeout "$limit" redis-cli -e $discover_tls -h "$DISCOVER_HOST" -p "$DISCOVER_PORT" "$@"
+  fi
 }

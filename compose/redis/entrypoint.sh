@@ -8,6 +8,15 @@
 #   DISCOVER_TRIES        how many times to ask, one second apart, before giving up (60)
 #   CLUSTER_NODE_TIMEOUT  cluster-node-timeout in milliseconds (5000)
 #   REDIS_PASSWORD        when set, clients and replicas must authenticate with it (requirepass, masterauth)
+#   DISCOVER_PASSWORD     rediscover's password (its --requirepass), if it has one
+#   DISCOVER_HOSTNAME     not empty: ask for rediscover's host name too (DISCOVER ... HOSTNAME) and announce it
+#                         (cluster-announce-hostname), the endpoint clients are sent to unless
+#                         CLUSTER_PREFERRED_ENDPOINT_TYPE says otherwise (hostname; ip, unknown-endpoint)
+#   TLS                   1: clients, replicas and the cluster bus speak TLS only, with /tls/node.crt,
+#                         /tls/node.key and /tls/ca.crt (docker-compose.tls.yml mounts them)
+#   TLS_AUTH_CLIENTS      with TLS=1, whether clients must show a certificate of the CA: optional (default),
+#                         yes or no; the cluster bus always asks its peers for one
+#   DISCOVER_TLS          1: rediscover speaks TLS (the same files; it asks for the node certificate)
 # Arguments go to redis-server after the cluster options.
 set -eu
 . "${0%/*}/common.sh"
@@ -15,18 +24,39 @@ set -eu
 find_discover
 tries=${DISCOVER_TRIES:-60}
 me=$(cat /proc/sys/kernel/hostname)
+with_hostname=
+[ -z "${DISCOVER_HOSTNAME:-}" ] || with_hostname=HOSTNAME
+
+if [ "${TLS:-0}" = 1 ] || [ "${DISCOVER_TLS:-0}" = 1 ]; then
+  for f in ca.crt node.crt node.key; do
+    [ -r "/tls/$f" ] || { say "TLS=1 or DISCOVER_TLS=1 but /tls/$f is not readable: mount TLS_DIR (with ca.crt, node.crt, node.key) at /tls"; exit 1; }
+  done
+fi
 
 n=0
 answer=
 while :; do
   # Until Docker has published the ports, or while rediscover starts, the answer is an error: ask again.
-  # An IPv4 ip:port@bus-port and nothing else; messages from redis-cli are shown when giving up.
-  if answer=$(ask_discover 5 DISCOVER "$me" 2>&1); then
-    case $answer in
+  # An IPv4 ip:port@bus-port (with HOSTNAME: then a comma and the host name) and nothing else; messages
+  # from redis-cli are shown when giving up.
+  # shellcheck disable=SC2086 # HOSTNAME or nothing
+  if answer=$(ask_discover 5 DISCOVER "$me" $with_hostname 2>&1); then
+    case ${answer%%,*} in
       *[!0-9.:@]*) ;;
       ?*:?*@?*) break ;;
     esac
   fi
+  # Asking again does not mend these.
+  case $answer in
+    *NOHOSTNAME*)
+      say "rediscover has no host name to announce ($answer): give it --announce-hostname (cluster.sh: ANNOUNCE_HOSTNAME), or unset DISCOVER_HOSTNAME"
+      exit 1
+      ;;
+    *NOAUTH* | *WRONGPASS*)
+      say "rediscover refused the password ($answer): set DISCOVER_PASSWORD to its --requirepass"
+      exit 1
+      ;;
+  esac
   n=$((n + 1))
   if [ "$n" -ge "$tries" ]; then
     say "rediscover at $DISCOVER_HOST:$DISCOVER_PORT gave no address for $me (${answer:-no answer}): start the discover service, publish 6379 and 16379 and give this container its --require-label"
@@ -35,11 +65,32 @@ while :; do
   sleep 1
 done
 
-ip=${answer%%:*}
-rest=${answer#*:}
+address=${answer%%,*}
+ip=${address%%:*}
+rest=${address#*:}
 port=${rest%%@*}
 bus_port=${rest#*@}
-say "announcing $ip:$port@$bus_port"
+if [ -n "$with_hostname" ]; then
+  hostname=${answer#"$address"}
+  hostname=${hostname#,}
+  [ -n "$hostname" ] || { say "rediscover answered $answer, without a host name: give it --announce-hostname (cluster.sh: ANNOUNCE_HOSTNAME), or unset DISCOVER_HOSTNAME"; exit 1; }
+  set -- --cluster-announce-hostname "$hostname" \
+    --cluster-preferred-endpoint-type "${CLUSTER_PREFERRED_ENDPOINT_TYPE:-hostname}" "$@"
+  say "announcing $ip:$port@$bus_port, host name $hostname"
+else
+  say "announcing $ip:$port@$bus_port"
+fi
+
+if [ "${TLS:-0}" = 1 ]; then
+  # TLS only: clients, replicas and the cluster bus. With tls-cluster and port 0, Redis 7 announces the TLS
+  # port as the node's port through cluster-announce-tls-port (cluster-announce-port would be the plain-text
+  # port, and there is none). The cluster bus asks every peer for a certificate whatever tls-auth-clients says.
+  set -- --port 0 --tls-port 6379 --tls-cluster yes --tls-replication yes \
+    --tls-cert-file /tls/node.crt --tls-key-file /tls/node.key --tls-ca-cert-file /tls/ca.crt \
+    --tls-auth-clients "${TLS_AUTH_CLIENTS:-optional}" --cluster-announce-tls-port "$port" "$@"
+else
+  set -- --port 6379 --cluster-announce-port "$port" "$@"
+fi
 
 if [ -n "${REDIS_PASSWORD:-}" ]; then
   # redis-server replaces its command line with its title at once: the password does not stay in ps.
@@ -51,12 +102,10 @@ fi
 # nodes.conf, the append-only file and the data stay in /data, a volume: a restarted node keeps its identity
 # and tells its peers its new address itself.
 exec redis-server \
-  --port 6379 \
   --cluster-enabled yes \
   --cluster-config-file nodes.conf \
   --cluster-node-timeout "${CLUSTER_NODE_TIMEOUT:-5000}" \
   --cluster-announce-ip "$ip" \
-  --cluster-announce-port "$port" \
   --cluster-announce-bus-port "$bus_port" \
   --dir /data \
   --appendonly yes \
