@@ -112,6 +112,27 @@ choose_tls() {
   fi
 }
 
+# Settings not given now are those the project's nodes started with, so that nodes that join later, or are
+# created again, speak as the others do: TLS, DISCOVER_TLS, TLS_DIR, DISCOVER_PASSWORD, ANNOUNCE_HOSTNAME,
+# REDIS_PASSWORD. Given but empty counts as given.
+inherit_settings() {
+  local id env name
+  id=$(nodes -a | head -n 1)
+  [ -n "$id" ] || return 0
+  env=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$id") \
+    || die "cannot inspect node $id: see 'docker inspect $id'"
+  for name in TLS DISCOVER_TLS DISCOVER_PASSWORD REDIS_PASSWORD ANNOUNCE_HOSTNAME; do
+    [ -z "${!name+set}" ] || continue
+    # The nodes know the host name to ask for as DISCOVER_HOSTNAME.
+    printf -v "$name" '%s' "$(sed -n "s/^${name/ANNOUNCE_HOSTNAME/DISCOVER_HOSTNAME}=//p" <<<"$env" | head -n 1)"
+    export "${name?}"
+  done
+  if [ -z "${TLS_DIR+set}" ]; then
+    TLS_DIR=$(docker inspect -f '{{range .Mounts}}{{if eq .Destination "/tls"}}{{.Source}}{{end}}{{end}}' "$id")
+    [ -n "$TLS_DIR" ] || unset TLS_DIR
+  fi
+}
+
 # The project's Redis containers: every one (-a), or the running ones. `docker-compose ps -q` (v1) lists
 # stopped containers too, and `docker exec` fails on them.
 nodes() {
@@ -182,6 +203,7 @@ case $cmd in
     began=$SECONDS
     choose_images fresh
     choose_user
+    inherit_settings
     choose_tls
     discover_settings
     export CLUSTER_SIZE=$2
@@ -196,12 +218,14 @@ case $cmd in
     began=$SECONDS
     choose_images
     choose_user
+    inherit_settings
     choose_tls
     discover_settings
     compose up -d --no-recreate --scale "redis=$2" >&2 || die "docker compose up failed: see its messages above"
     await_cluster "$2" "$began" "$began"
     ;;
   status)
+    inherit_settings
     id=$(nodes | head -n 1)
     [ -n "$id" ] || die "no Redis node of project $COMPOSE_PROJECT_NAME runs: start them with '$0 up 6'"
     node_cli "$id" cluster info | tr -d '\r'

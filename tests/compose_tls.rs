@@ -271,7 +271,7 @@ fn plain_text_ping(addr: &str) -> (Vec<u8>, String) {
 }
 
 #[test]
-fn tls_cluster_serves_tls_only_and_rediscover_wants_its_password() {
+fn tls_cluster_serves_tls_only_grows_and_rediscover_wants_its_password() {
     let _serial = one_at_a_time();
     let mut project = Project::new().with_tls();
     let password = format!("discover-secret-{}", common::unique());
@@ -311,7 +311,27 @@ fn tls_cluster_serves_tls_only_and_rediscover_wants_its_password() {
         assert!(keys > 0, "master {m} holds no key");
     }
 
-    // 3. Plain text gets nothing from the published ports, neither the data port nor the cluster bus.
+    // 3. A seventh node, asked for without any of those settings: cluster.sh takes them from the running
+    // nodes, so it joins over TLS, and the manager gives it its slots.
+    let settings = std::mem::take(&mut project.env);
+    let before: BTreeSet<String> = members.iter().cloned().collect();
+    let (out, took) = project.cluster_sh_ok(&["scale", "7"]);
+    project.env = settings;
+    eprintln!(
+        "compose_tls: scale 7 without the TLS settings: {}; {:.1} s wall time",
+        out.lines().last().unwrap_or_default(),
+        took.as_secs_f64()
+    );
+    eventually("7 nodes with cluster_state:ok", || settled(&project, 7));
+    let members: Vec<String> = project.members().into_iter().collect();
+    let newcomer = members.iter().find(|m| !before.contains(*m)).expect("a new node").clone();
+    let gets: String = (0..KEYS).map(|i| format!("GET key:{i}\n")).collect();
+    let replies = project.cli(&newcomer, &["-c"], &gets);
+    let got: Vec<&str> = replies.lines().collect();
+    let want: Vec<String> = (0..KEYS).map(|i| format!("value-{i}")).collect();
+    assert!(got == want, "keys through the new node {newcomer}: {:?}", got.iter().take(5).collect::<Vec<_>>());
+
+    // 4. Plain text gets nothing from the published ports, neither the data port nor the cluster bus.
     for m in &members {
         let (got, end) = plain_text_ping(m);
         assert!(!String::from_utf8_lossy(&got).contains("PONG"), "{m} answered plain text: {got:?} ({end})");
@@ -333,8 +353,8 @@ fn tls_cluster_serves_tls_only_and_rediscover_wants_its_password() {
     );
     assert!(!plain.contains("PONG"), "redis-cli without --tls: {plain}");
 
-    // 4. rediscover speaks TLS only, asks for a certificate of the CA, and serves nothing without its
-    // password; with it, it lists the six nodes.
+    // 5. rediscover speaks TLS only, asks for a certificate of the CA, and serves nothing without its
+    // password; with it, it lists the nodes.
     let discover = format!("{}", project.discover_port);
     let ca = project.tls_file("ca.crt");
     let cert = project.tls_file("node.crt");
@@ -351,12 +371,13 @@ fn tls_cluster_serves_tls_only_and_rediscover_wants_its_password() {
     let listed = with_cert(&["MEMBERS", "LABEL", &label], &[("REDISCLI_AUTH", &password)]);
     let listed: BTreeSet<String> = listed.lines().map(str::to_string).collect();
     assert_eq!(listed, project.members(), "MEMBERS with the password");
+    assert_eq!(listed.len(), 7, "MEMBERS with the password");
     let no_cert = redis_cli(&["--tls", "--cacert", &ca, "-p", &discover, "PING"].map(str::to_string), "", &[]);
     assert!(!no_cert.contains("PONG"), "rediscover without a client certificate: {no_cert}");
     let plain = redis_cli(&["-p", &discover, "PING"].map(str::to_string), "", &[]);
     assert!(!plain.contains("PONG"), "rediscover in plain text: {plain}");
 
-    // 5. No process on this host shows rediscover's password on its command line: neither rediscover, nor the
+    // 6. No process on this host shows rediscover's password on its command line: neither rediscover, nor the
     // entrypoints and the manager that give it.
     for _ in 0..5 {
         let ps = run_ok("ps", &["-eww", "-o", "args="]);
@@ -368,10 +389,11 @@ fn tls_cluster_serves_tls_only_and_rediscover_wants_its_password() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    // 6. status speaks TLS too.
+    // 7. status speaks TLS too, again without the settings.
+    project.env.clear();
     let (status, _) = project.cluster_sh_ok(&["status"]);
     assert!(status.lines().any(|l| l == "cluster_state:ok"), "status under TLS: {status}");
-    assert_eq!(status.lines().filter(|l| l.contains("connected")).count(), 6, "status under TLS: {status}");
+    assert_eq!(status.lines().filter(|l| l.contains("connected")).count(), 7, "status under TLS: {status}");
 }
 
 #[test]

@@ -46,14 +46,15 @@ while :; do
       ?*:?*@?*) break ;;
     esac
   fi
-  # Asking again does not mend these.
+  # Asking again does not mend these. redis-cli may say them on two lines: one line here.
+  answer=$(printf '%s' "$answer" | tr '\n' ' ')
   case $answer in
     *NOHOSTNAME*)
       say "rediscover has no host name to announce ($answer): give it --announce-hostname (cluster.sh: ANNOUNCE_HOSTNAME), or unset DISCOVER_HOSTNAME"
       exit 1
       ;;
     *NOAUTH* | *WRONGPASS*)
-      say "rediscover refused the password ($answer): set DISCOVER_PASSWORD to its --requirepass"
+      say "rediscover did not take DISCOVER_PASSWORD ($answer): set it to rediscover's --requirepass (cluster.sh: DISCOVER_PASSWORD)"
       exit 1
       ;;
   esac
