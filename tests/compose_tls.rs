@@ -294,6 +294,15 @@ fn tls_cluster_serves_tls_only_grows_and_rediscover_wants_its_password() {
     let members: Vec<String> = project.members().into_iter().collect();
     let masters = masters(&nodes);
     assert_eq!(masters.len(), 3, "{nodes}");
+    // CLUSTER SHARDS names each node's published port as its TLS port, and no plain-text port.
+    let shards = project.cli(&members[0], &["cluster", "shards"], "");
+    let fields: Vec<&str> = shards.lines().collect();
+    let tls_ports: BTreeSet<String> =
+        fields.windows(2).filter(|w| w[0] == "tls-port").map(|w| w[1].to_string()).collect();
+    let published_ports: BTreeSet<String> =
+        members.iter().filter_map(|m| m.split('@').next()?.rsplit(':').next().map(str::to_string)).collect();
+    assert_eq!(tls_ports, published_ports, "CLUSTER SHARDS: {shards}");
+    assert!(!fields.contains(&"port"), "CLUSTER SHARDS names a plain-text port: {shards}");
 
     // 2. From the host, trusting the CA only: redis-cli -c follows MOVED to the published ports.
     write_and_read_keys(&project, &members[0], &members[members.len() - 1]);
