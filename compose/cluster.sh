@@ -113,15 +113,15 @@ choose_tls() {
 }
 
 # Settings not given now are those the project's nodes started with, so that nodes that join later, or are
-# created again, speak as the others do: TLS, DISCOVER_TLS, TLS_DIR, DISCOVER_PASSWORD, ANNOUNCE_HOSTNAME,
-# REDIS_PASSWORD. Given but empty counts as given.
+# created again, speak as the others do: TLS, TLS_AUTH_CLIENTS, DISCOVER_TLS, TLS_DIR, DISCOVER_PASSWORD,
+# ANNOUNCE_HOSTNAME, REDIS_PASSWORD. Given but empty counts as given.
 inherit_settings() {
   local id env name
   id=$(nodes -a | head -n 1)
   [ -n "$id" ] || return 0
   env=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$id") \
     || die "cannot inspect node $id: see 'docker inspect $id'"
-  for name in TLS DISCOVER_TLS DISCOVER_PASSWORD REDIS_PASSWORD ANNOUNCE_HOSTNAME; do
+  for name in TLS TLS_AUTH_CLIENTS DISCOVER_TLS DISCOVER_PASSWORD REDIS_PASSWORD ANNOUNCE_HOSTNAME; do
     [ -z "${!name+set}" ] || continue
     # The nodes know the host name to ask for as DISCOVER_HOSTNAME.
     printf -v "$name" '%s' "$(sed -n "s/^${name/ANNOUNCE_HOSTNAME/DISCOVER_HOSTNAME}=//p" <<<"$env" | head -n 1)"
