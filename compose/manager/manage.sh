@@ -104,6 +104,13 @@ lonely_master() {
 # Forms the cluster from the first $size members, unless a node already sees every slot assigned: then the
 # cluster exists and the rounds below look after it.
 form() {
+  # A cluster scaled in below CLUSTER_SIZE exists all the same: a restarted manager must not wait for more.
+  for f in $(members 2>/dev/null || true); do
+    if [ "$(info_field "$f" cluster_slots_assigned)" = 16384 ]; then
+      say "$f sees all 16384 slots assigned: the cluster exists"
+      return 0
+    fi
+  done
   until all=$(members MIN "$size" TIMEOUT 60000 2>&1); do
     say "waiting for $size nodes labelled $label: $all"
     sleep 1
@@ -152,12 +159,13 @@ await_member() {
 }
 
 # Waits until every node knows as many nodes as the entry node: a slot moves only between nodes that know
-# each other ("Unknown node" otherwise).
+# each other ("Unknown node" otherwise). A node that does not answer is not waited for: it is down, not yet
+# flagged so, and waiting on it would hold up forgetting it if its container is gone.
 await_agreement() {
   want=$(info_field "$1" cluster_known_nodes)
   w=0
   for a in $(node "$1" CLUSTER NODES | awk '$3 !~ /fail|handshake|noaddr/ { split($2, a, ","); print a[1] }'); do
-    until [ "$(info_field "$a" cluster_known_nodes)" = "$want" ]; do
+    until known=$(info_field "$a" cluster_known_nodes) && { [ -z "$known" ] || [ "$known" = "$want" ]; }; do
       w=$((w + 1))
       [ "$w" -lt 30 ] || { say "$a does not know all $want nodes after 30 s"; return 1; }
       sleep 1
@@ -362,10 +370,10 @@ seen=
 while :; do
   if now=$(members 2>&1); then
     learn_names "$now"
+    forget_gone "$now"
     if [ "$now" != "$seen" ] && reconcile "$now"; then
       seen=$now
     fi
-    forget_gone "$now"
   else
     say "rediscover did not list the nodes: $now"
   fi
