@@ -117,6 +117,31 @@ fn scale_in_moves_the_slots_away_and_forgets_the_removed_nodes() {
     std::thread::sleep(std::time::Duration::from_secs(5));
     knows_only_the_running(&project).unwrap_or_else(|e| panic!("5 s after scale 6: {e}"));
 
+    // The manager leaves alone a node that del-node removed while its container still runs (as scale does
+    // before the container goes) ...
+    let (_, replicas) = masters_and_replicas(&six);
+    let removed = replicas.first().map(|r| (*r).clone()).expect("a replica");
+    let other = six.iter().find(|n| n.id != removed.id).map(|n| n.addr.clone()).expect("another node");
+    let del =
+        common::run("redis-cli", &["--cluster", "del-node", other.split('@').next().unwrap_or_default(), &removed.id]);
+    assert!(del.status.success(), "del-node: {}", String::from_utf8_lossy(&del.stdout));
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    assert_eq!(info_field(&removed.addr, "cluster_known_nodes").as_deref(), Some("1"), "the removed node joined");
+    for n in six.iter().filter(|n| n.id != removed.id) {
+        assert_eq!(info_field(&n.addr, "cluster_known_nodes").as_deref(), Some("5"), "{} after del-node", n.addr);
+        assert!(cluster_nodes(&n.addr).iter().all(|l| l.id != removed.id), "{} knows the removed node", n.addr);
+    }
+    read_keys(&other, "key:", KEYS).unwrap_or_else(|e| panic!("keys after del-node: {e}"));
+    // ... and has it join again once it is reset hard.
+    let (ip, port) = removed.addr.split('@').next().and_then(|a| a.rsplit_once(':')).expect("ip:port@bus");
+    assert_eq!(common::run_ok("redis-cli", &["-h", ip, "-p", port, "cluster", "reset", "hard"]), "OK");
+    eventually("the reset node back as a replica", || {
+        let nodes = settled(&project, 6)?;
+        knows_only_the_running(&project)?;
+        every_master_replicated(&nodes, 3)
+    });
+    read_keys(&other, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the reset node joined: {e}"));
+
     let volumes = volumes_of(&project.containers("redis", true));
     project.cluster_sh_ok(&["down"]);
     assert_eq!(project.leftovers(&volumes), Vec::<String>::new(), "left behind by down");

@@ -365,13 +365,23 @@ forget_gone() {
   done
 }
 
+# True when the cluster knows every member at its address. A node can leave the cluster while the member
+# list stays the same (redis-cli --cluster del-node, CLUSTER RESET): a round then looks at it too.
+all_known() {
+  e=$(entry_node "$1") || return 1
+  known=$(node "$e" CLUSTER NODES | awk '$3 !~ /handshake/ { split($2, a, ","); print a[1] }') || return 1
+  for m in $1; do
+    echo "$known" | grep -qxF "$m" || return 1
+  done
+}
+
 until form; do sleep 1; done
 seen=
 while :; do
   if now=$(members 2>&1); then
     learn_names "$now"
     forget_gone "$now"
-    if [ "$now" != "$seen" ] && reconcile "$now"; then
+    if { [ "$now" != "$seen" ] || ! all_known "$now"; } && reconcile "$now"; then
       seen=$now
     fi
   else
