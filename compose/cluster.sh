@@ -152,7 +152,7 @@ by_number() {
 # so does any later cluster.sh up or scale if this one is cut short.
 scale_in() {
   local n=$1 ids keep leave entry id nodes_now slots moved weights=() leaving=() staying_masters
-  local myself master to given= m has gets
+  local myself master to given= m has gets masters heir w
   ids=$(by_number)
   keep=$(head -n "$n" <<<"$ids")
   leave=$(tail -n +"$((n + 1))" <<<"$ids")
@@ -161,7 +161,8 @@ scale_in() {
       || die "node container ${id:0:12} is not running: start it ('docker start ${id:0:12}') or remove it before scaling in"
   done
   entry=$(head -n 1 <<<"$keep")
-  compose stop manager >&2 || die "cannot stop the manager: see the messages above"
+  # At once: the manager may be killed at any moment, and its shell would ignore the SIGTERM of a stop.
+  compose stop -t 0 manager >&2 || die "cannot stop the manager: see the messages above"
   trap 'compose start manager >/dev/null 2>&1 || true' EXIT
   # The manager may have been stopped in the middle of a move: its open slot is closed first.
   if ! node_cli "$entry" --cluster check 127.0.0.1:6379 >/dev/null 2>&1; then
@@ -171,6 +172,32 @@ scale_in() {
   fi
   for id in $leave; do
     leaving+=("$(node_cli "$id" cluster myid | tr -d '\r')")
+  done
+  nodes_now=$(node_cli "$entry" cluster nodes) || die "cannot read cluster nodes: see '$0 status'"
+  # While fewer than 3 masters would stay, a leaving master whose replica stays hands its slots to that
+  # replica (CLUSTER FAILOVER on it) and becomes its replica, to be removed as one.
+  masters=$(awk -v gone=" ${leaving[*]} " '
+    index(gone, " " $1 " ") == 0 && $3 ~ /master/ && $3 !~ /fail/ && NF > 8 { n++ } END { print n + 0 }' <<<"$nodes_now")
+  for id in "${leaving[@]}"; do
+    [ "$masters" -lt 3 ] || break
+    awk -v id="$id" '$1 == id && $3 ~ /master/ && NF > 8 { found = 1 } END { exit !found }' <<<"$nodes_now" || continue
+    heir=
+    for m in $keep; do
+      if node_cli "$m" cluster nodes | awk -v id="$id" '$3 ~ /myself/ && $3 ~ /slave/ && $4 == id { found = 1 } END { exit !found }'; then
+        heir=$m
+        break
+      fi
+    done
+    [ -n "$heir" ] || continue
+    echo "cluster.sh: $id leaves: its replica in ${heir:0:12} takes over (CLUSTER FAILOVER)" >&2
+    node_cli "$heir" cluster failover >/dev/null || die "CLUSTER FAILOVER failed on ${heir:0:12}: see '$0 status'"
+    w=0
+    until node_cli "$entry" cluster nodes | awk -v id="$id" '$1 == id && $3 ~ /slave/ { found = 1 } END { exit !found }'; do
+      w=$((w + 1))
+      [ "$w" -lt 60 ] || die "$id is still a master 60 s after CLUSTER FAILOVER on its replica: see '$0 status'"
+      sleep 1
+    done
+    masters=$((masters + 1))
   done
   nodes_now=$(node_cli "$entry" cluster nodes) || die "cannot read cluster nodes: see '$0 status'"
   # Masters that leave give their slots to the masters that stay: a rebalance in which they weigh 0.
@@ -193,6 +220,7 @@ scale_in() {
       sleep 2
     done
     [ "$moved" = 1 ] || die "the slots did not move off the leaving nodes: see '$0 status'; '$0 scale $n' tries again"
+    echo "cluster.sh: slots moved off the leaving nodes $((SECONDS - began))s after scale began" >&2
   fi
   nodes_now=$(node_cli "$entry" cluster nodes) || die "cannot read cluster nodes: see '$0 status'"
   for id in "${leaving[@]}"; do
@@ -226,6 +254,7 @@ scale_in() {
     node_cli "$entry" --cluster del-node 127.0.0.1:6379 "$id" >&2 \
       || die "redis-cli --cluster del-node $id failed: see its message above; '$0 scale $n' tries again"
   done
+  echo "cluster.sh: ${#leaving[@]} node(s) removed from the cluster $((SECONDS - began))s after scale began" >&2
   # The containers go here rather than through compose, so that their volumes go with them.
   for id in $leave; do
     { docker stop "$id" >/dev/null && docker rm -v "$id" >/dev/null; } \
@@ -259,12 +288,13 @@ case $cmd in
     ;;
   scale)
     size_arg "${2:-}"
+    if [ "$2" -lt "$(count_nodes)" ] && [ "$2" -lt "$min_kept" ] && [ "$force" != 1 ]; then
+      die "scale $2 leaves a master without a replica (3 masters with one replica each need $min_kept nodes): add --force to scale in anyway"
+    fi
     began=$SECONDS
     choose_images
     choose_user
     if [ "$2" -lt "$(count_nodes)" ]; then
-      [ "$2" -ge "$min_kept" ] || [ "$force" = 1 ] \
-        || die "scale $2 leaves a master without a replica (3 masters with one replica each need $min_kept nodes): add --force to scale in anyway"
       scale_in "$2"
     fi
     compose up -d --no-recreate --scale "redis=$2" >&2 || die "docker compose up failed: see its messages above"

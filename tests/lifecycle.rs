@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use common::cluster::{
-    cluster_nodes, container_of, eventually, info_field, masters_and_replicas, one_at_a_time, read_acknowledged,
-    read_keys, settled, volumes_of, write_acknowledged, write_keys, NodeLine, Project, KEYS,
+    cluster_nodes, container_of, eventually, info_field, masters_and_replicas, node_cmd, one_at_a_time,
+    read_acknowledged, read_keys, settled, volumes_of, write_acknowledged, write_keys, NodeLine, Project, KEYS,
 };
 use common::run_ok;
 
@@ -90,6 +90,45 @@ fn scale_in_moves_the_slots_away_and_forgets_the_removed_nodes() {
     eprintln!("lifecycle: 9 nodes: {} masters, {} replicas", masters.len(), replicas.len());
     assert_eq!(container_numbers(&project), (1..=9).collect(), "compose numbers nine nodes 1 to 9");
 
+    // A leaving replica takes over a staying master (CLUSTER REPLICATE, then CLUSTER FAILOVER): only 2 masters
+    // would stay, so scale in must hand that master's slots back to a node that stays before removing it.
+    let number_of = |addr: &str| -> u32 {
+        let id = container_of(&project, addr);
+        run_ok("docker", &["inspect", "-f", "{{index .Config.Labels \"com.docker.compose.container-number\"}}", &id])
+            .parse()
+            .expect("compose numbers its containers")
+    };
+    let leaving_replica = replicas
+        .iter()
+        .find(|r| number_of(&r.addr) > 6)
+        .map(|r| (*r).clone())
+        .expect("9 nodes with 5 masters hold a replica among the 3 that joined last");
+    let staying_master =
+        masters.iter().find(|m| number_of(&m.addr) <= 6).map(|m| (*m).clone()).expect("a master of the first six");
+    assert_eq!(node_cmd(&leaving_replica.addr, &["cluster", "replicate", &staying_master.id]).trim(), "OK");
+    eventually("the leaving replica in sync with a staying master", || {
+        let link = node_cmd(&leaving_replica.addr, &["info", "replication"]);
+        if link.lines().any(|l| l == "master_link_status:up")
+            && link.contains(&format!(
+                "master_port:{}",
+                staying_master.addr.split(':').nth(1).and_then(|p| p.split('@').next()).unwrap_or_default()
+            ))
+        {
+            Ok(())
+        } else {
+            Err("not in sync".to_string())
+        }
+    });
+    assert_eq!(node_cmd(&leaving_replica.addr, &["cluster", "failover"]).trim(), "OK");
+    eventually("the leaving node a master", || {
+        let nodes = cluster_nodes(&entry);
+        match nodes.iter().find(|n| n.id == leaving_replica.id) {
+            Some(n) if n.is_master() && n.slots > 0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    read_keys(&entry, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the failover to a leaving node: {e}"));
+
     // Back to six: compose's highest numbers (7, 8, 9) leave, after their slots moved and del-node removed them.
     let staying: BTreeSet<String> = project
         .containers("redis", false)
@@ -102,8 +141,16 @@ fn scale_in_moves_the_slots_away_and_forgets_the_removed_nodes() {
             number.parse::<u32>().is_ok_and(|n| n <= 6)
         })
         .collect();
-    let (line, took) = project.cluster_sh_ok(&["scale", "6"]);
-    eprintln!("lifecycle: scale 6 from 9: {line}; {:.1} s", took.as_secs_f64());
+    let start = Instant::now();
+    let out = project.cluster_sh(&["scale", "6"]);
+    let steps: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("cluster.sh:"))
+        .map(str::to_string)
+        .collect();
+    let (line, took) = project.checked(&["scale", "6"], out, start.elapsed());
+    eprintln!("lifecycle: scale 6 from 9: {line}; {:.1} s\n{}", took.as_secs_f64(), steps.join("\n"));
+    assert!(steps.iter().any(|l| l.contains("takes over")), "no failover to a staying replica: {steps:?}");
     assert_eq!(container_numbers(&project), (1..=6).collect(), "scale 6 kept compose's lowest numbers");
     assert_eq!(project.containers("redis", false).into_iter().collect::<BTreeSet<_>>(), staying);
     let six = eventually("6 nodes, 3 masters with a replica each, nothing failed", || {
