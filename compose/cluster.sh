@@ -152,7 +152,7 @@ by_number() {
 # so does any later cluster.sh up or scale if this one is cut short.
 scale_in() {
   local n=$1 ids keep leave entry id nodes_now slots moved weights=() leaving=() staying_masters
-  local myself master to given= m has gets masters heir w
+  local myself master to given= m has gets masters heir w at
   ids=$(by_number)
   keep=$(head -n "$n" <<<"$ids")
   leave=$(tail -n +"$((n + 1))" <<<"$ids")
@@ -164,10 +164,14 @@ scale_in() {
   # At once: the manager may be killed at any moment, and its shell would ignore the SIGTERM of a stop.
   compose stop -t 0 manager >&2 || die "cannot stop the manager: see the messages above"
   trap 'compose start manager >/dev/null 2>&1 || true' EXIT
+  # The entry node by the address it announces: redis-cli names the target of a slot move by the address it
+  # was given, and 127.0.0.1 would send the keys back to their source.
+  at=$(node_cli "$entry" cluster nodes | awk '$3 ~ /myself/ { split($2, a, "@"); print a[1] }')
+  [ -n "$at" ] || die "node ${entry:0:12} does not answer CLUSTER NODES: see '$0 status'"
   # The manager may have been stopped in the middle of a move: its open slot is closed first.
-  if ! node_cli "$entry" --cluster check 127.0.0.1:6379 >/dev/null 2>&1; then
-    node_cli "$entry" --cluster fix 127.0.0.1:6379 --cluster-yes >&2 || true
-    node_cli "$entry" --cluster check 127.0.0.1:6379 >&2 \
+  if ! node_cli "$entry" --cluster check "$at" >/dev/null 2>&1; then
+    node_cli "$entry" --cluster fix "$at" --cluster-yes >&2 || true
+    node_cli "$entry" --cluster check "$at" >&2 \
       || die "redis-cli --cluster check finds the cluster not whole (see above): scale in once it is"
   fi
   for id in $leave; do
@@ -211,12 +215,12 @@ scale_in() {
     echo "cluster.sh: moving the slots of ${#weights[@]} leaving master(s) to the masters that stay" >&2
     moved=0
     for _ in 1 2 3; do
-      if node_cli "$entry" --cluster rebalance 127.0.0.1:6379 --cluster-weight "${weights[@]}" --cluster-yes >&2; then
+      if node_cli "$entry" --cluster rebalance "$at" --cluster-weight "${weights[@]}" --cluster-yes >&2; then
         moved=1
         break
       fi
       # A move cut short leaves its slot open: fix closes it before the next try.
-      node_cli "$entry" --cluster fix 127.0.0.1:6379 --cluster-yes >&2 || true
+      node_cli "$entry" --cluster fix "$at" --cluster-yes >&2 || true
       sleep 2
     done
     [ "$moved" = 1 ] || die "the slots did not move off the leaving nodes: see '$0 status'; '$0 scale $n' tries again"
@@ -251,7 +255,7 @@ scale_in() {
   for id in $(for id in "${leaving[@]}"; do
     awk -v id="$id" '$1 == id { print ($3 ~ /slave/ ? 0 : 1), id }' <<<"$nodes_now"
   done | sort -n | awk '{ print $2 }'); do
-    node_cli "$entry" --cluster del-node 127.0.0.1:6379 "$id" >&2 \
+    node_cli "$entry" --cluster del-node "$at" "$id" >&2 \
       || die "redis-cli --cluster del-node $id failed: see its message above; '$0 scale $n' tries again"
   done
   echo "cluster.sh: ${#leaving[@]} node(s) removed from the cluster $((SECONDS - began))s after scale began" >&2
