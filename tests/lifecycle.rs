@@ -273,11 +273,6 @@ fn a_destroyed_master_is_forgotten_everywhere_and_replaced() {
         }
     });
     let forgotten = start.elapsed();
-    if std::env::var_os("LIFECYCLE_LOG").is_some() {
-        let manager = project.containers("manager", false);
-        let out = common::run("docker", &["logs", "-t", "--since", "2m", &manager[0]]);
-        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    }
 
     // Nothing recreates a removed container by itself (a restart policy restarts, it does not recreate):
     // scale brings the count back, and the new node becomes the replica of the master that lacks one.
