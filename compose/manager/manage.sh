@@ -1,8 +1,8 @@
 #!/bin/sh
 # Forms a Redis Cluster from the nodes rediscover lists, then keeps adding every node that appears later:
-# as a replica of a master that has none, else as a master that gets its share of the slots. Every cluster
-# operation is redis-cli's own (--cluster create, add-node, rebalance, fix; CLUSTER MEET, REPLICATE, RESET).
-# POSIX sh.
+# as a replica of a master that has none, else as a master that gets its share of the slots; and forgets
+# every node whose container is gone. Every cluster operation is redis-cli's own (--cluster create,
+# add-node, rebalance, fix; CLUSTER MEET, REPLICATE, RESET, FORGET). POSIX sh.
 #
 # It may be killed at any moment and started again: each round looks at the cluster as it is and finishes
 # what an interrupted round left. A create cut short is started over (its nodes never served, as none of
@@ -18,6 +18,8 @@
 #   CLUSTER_OP_TIMEOUT  seconds one redis-cli --cluster operation may take (600); a slower one is cut short
 #                     and finished by the next round
 #   REDIS_PASSWORD    the nodes' password, if they have one
+#   NAMES_FILE        where the container name of every node id seen is kept ($TMPDIR or /tmp, then
+#                     rediscover-node-names); it outlives a restart of the manager's container
 #   DISCOVER_HOST, DISCOVER_PORT  where rediscover listens (see entrypoint.sh)
 set -eu
 . "${0%/*}/common.sh"
@@ -65,6 +67,13 @@ say_once() {
 # node FIELD: a field of CLUSTER INFO (its lines end in CRLF).
 info_field() { node "$1" CLUSTER INFO 2>/dev/null | tr -d '\r' | sed -n "s/^$2://p"; }
 
+# True when redis-cli --cluster del-node removed the node: its CLUSTER RESET SOFT left it alone, without
+# slots, but kept its epoch, which a node that never was in a cluster (or was reset HARD) has at 0.
+removed() {
+  epoch=$(info_field "$1" cluster_current_epoch)
+  ! in_cluster "$1" && [ "${epoch:-0}" -gt 0 ]
+}
+
 # True when the node already belongs to a cluster: it serves slots or knows other nodes.
 in_cluster() {
   known=$(info_field "$1" cluster_known_nodes)
@@ -97,6 +106,13 @@ lonely_master() {
 # Forms the cluster from the first $size members, unless a node already sees every slot assigned: then the
 # cluster exists and the rounds below look after it.
 form() {
+  # A cluster scaled in below CLUSTER_SIZE exists all the same: a restarted manager must not wait for more.
+  for f in $(members 2>/dev/null || true); do
+    if [ "$(info_field "$f" cluster_slots_assigned)" = 16384 ]; then
+      say "$f sees all 16384 slots assigned: the cluster exists"
+      return 0
+    fi
+  done
   until all=$(members MIN "$size" TIMEOUT 60000 2>&1); do
     say "waiting for $size nodes labelled $label: $all"
     sleep 1
@@ -145,12 +161,13 @@ await_member() {
 }
 
 # Waits until every node knows as many nodes as the entry node: a slot moves only between nodes that know
-# each other ("Unknown node" otherwise).
+# each other ("Unknown node" otherwise). A node that does not answer is not waited for: it is down, not yet
+# flagged so, and waiting on it would hold up forgetting it if its container is gone.
 await_agreement() {
   want=$(info_field "$1" cluster_known_nodes)
   w=0
   for a in $(node "$1" CLUSTER NODES | awk '$3 !~ /fail|handshake|noaddr/ { split($2, a, ","); print a[1] }'); do
-    until [ "$(info_field "$a" cluster_known_nodes)" = "$want" ]; do
+    until known=$(info_field "$a" cluster_known_nodes) && { [ -z "$known" ] || [ "$known" = "$want" ]; }; do
       w=$((w + 1))
       [ "$w" -lt 30 ] || { say "$a does not know all $want nodes after 30 s"; return 1; }
       sleep 1
@@ -253,6 +270,12 @@ reconcile() {
       node "$entry" CLUSTER MEET "$ip" "${rest%@*}" "${rest#*@}" >/dev/null || pending=1
       continue
     fi
+    if removed "$m"; then
+      # cluster.sh scale N removes a node this way before its container goes: it must not come back.
+      say_once "$m ($id) was removed with redis-cli --cluster del-node: leaving it alone (CLUSTER RESET HARD on it makes it join again)"
+      pending=1
+      continue
+    fi
     if in_cluster "$m"; then
       say "$m ($id) is in another cluster or still joining: leaving it alone"
       pending=1
@@ -282,11 +305,85 @@ reconcile() {
   [ "$pending" = 0 ]
 }
 
+names=${NAMES_FILE:-${TMPDIR:-/tmp}/rediscover-node-names}
+touch "$names" || { say "cannot write $names: set NAMES_FILE to a writable file"; exit 1; }
+
+# Notes "id address container-name" for every member it has not seen at its address. The name comes from
+# the node's own address in the compose network (its CLIENT INFO laddr) through the network's DNS, which
+# answers reverse lookups with "<container name>.<network>"; a node whose name cannot be told is asked again
+# next round.
+learn_names() {
+  for m in $1; do
+    grep -q " $m " "$names" && continue
+    id=$(node "$m" CLUSTER MYID 2>/dev/null) || continue
+    laddr=$(node "$m" CLIENT INFO 2>/dev/null | tr ' ' '\n' | sed -n 's/^laddr=//p')
+    name=$(getent hosts "${laddr%:*}" 2>/dev/null | awk '{ print $2; exit }')
+    [ -n "$name" ] || { say_once "cannot tell the container of $m ($id) from its address ${laddr%:*}: asking again"; continue; }
+    { grep -v "^$id " "$names" || true; echo "$id $m ${name%%.*}"; } >"$names.new" && mv "$names.new" "$names"
+  done
+}
+
+# True when the container of node id is gone: rediscover answers NOCONTAINER for its name, or the container
+# of that name now runs another node (compose gives a new container the number of a removed one). A container
+# that exists but is stopped (NOTRUNNING), or a Docker that does not answer, keeps the node.
+container_gone() {
+  name=$(awk -v id="$1" '$1 == id { print $3 }' "$names")
+  [ -n "$name" ] || { say_once "$1 is failed and its container was never seen: it stays known"; return 1; }
+  if answer=$(ask_discover 5 DISCOVER "$name" 2>&1); then
+    case $answer in
+      "" | *[!0-9.:@]*) return 1 ;;
+    esac
+    now_id=$(node "$answer" CLUSTER MYID 2>/dev/null) || return 1
+    [ "$now_id" != "$1" ] && return 0
+    return 1
+  fi
+  case $answer in
+    *NOCONTAINER*) return 0 ;;
+  esac
+  return 1
+}
+
+# Forgets, on every running node, each node that some node flags as failed, that serves no slot (a master's
+# slots went to its replica) and whose container no longer exists. Every node must forget it within a
+# minute, before gossip would bring it back (CLUSTER FORGET bans the id for 60 s); a node that comes back
+# later still knowing it is seen failed there and told to forget in a later round.
+forget_gone() {
+  failed=$(for m in $1; do node "$m" CLUSTER NODES 2>/dev/null; done | awk '
+    $3 ~ /(^|,)fail(,|$)/ && $3 !~ /myself/ && NF == 8 { split($2, a, ","); print $1, a[1] }' | sort -u)
+  [ -n "$failed" ] || return 0
+  # shellcheck disable=SC2086 # the members, one word each
+  running=" $(echo $1) "
+  for pair in $(echo "$failed" | tr ' ' '='); do
+    gone=${pair%%=*}
+    case $running in
+      *" ${pair#*=} "*) continue ;;
+    esac
+    container_gone "$gone" || continue
+    say "$gone (${pair#*=}) is failed and its container is gone: forgetting it on every node"
+    for m in $1; do
+      # "Unknown node" from a node that forgot it already; another error is left for the next round.
+      node "$m" CLUSTER FORGET "$gone" >/dev/null 2>&1 || true
+    done
+  done
+}
+
+# True when the cluster knows every member at its address. A node can leave the cluster while the member
+# list stays the same (redis-cli --cluster del-node, CLUSTER RESET): a round then looks at it too.
+all_known() {
+  e=$(entry_node "$1") || return 1
+  known=$(node "$e" CLUSTER NODES | awk '$3 !~ /handshake/ { split($2, a, ","); print a[1] }') || return 1
+  for m in $1; do
+    echo "$known" | grep -qxF "$m" || return 1
+  done
+}
+
 until form; do sleep 1; done
 seen=
 while :; do
   if now=$(members 2>&1); then
-    if [ "$now" != "$seen" ] && reconcile "$now"; then
+    learn_names "$now"
+    forget_gone "$now"
+    if { [ "$now" != "$seen" ] || ! all_known "$now"; } && reconcile "$now"; then
       seen=$now
     fi
   else

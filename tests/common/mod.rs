@@ -1,6 +1,8 @@
 //! Start-up helpers shared by the integration tests: an in-process server, real containers, real clients.
 #![allow(dead_code, reason = "each test file uses a different part of these helpers")]
 
+pub mod cluster;
+
 use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::sync::Arc;
