@@ -193,7 +193,7 @@ impl Command {
             }
             Command::Hello(h) => h.apply(shared, session),
             Command::Auth(a) => a.apply(shared, session),
-            Command::Client(c) => c.apply(session),
+            Command::Client(c) => c.apply(shared, session),
             Command::Command(c) => c.apply(),
             Command::Info(i) => i.apply(shared),
             Command::Discover(d) => match d.apply(shared) {
