@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -12,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::command::{Command, Session, Shared};
+use crate::command::{Command, Outcome, Session, Shared, Wait};
 use crate::protocol::{Reply, RequestDecoder};
 
 /// Bytes asked of the socket per read (Redis: PROTO_IOBUF_LEN). The buffer lives only while the client is
@@ -60,193 +61,310 @@ impl ClientStream for tokio::io::DuplexStream {}
 /// arrives in one call, as Redis reads it.
 impl ClientStream for TcpStream {
     async fn read_when_ready(&mut self, input: &mut BytesMut) -> io::Result<usize> {
-        // poll_read_ready, not readable(): it keeps the socket's single reader waker, where readable() joins a
-        // locked waiter list on every wait.
-        std::future::poll_fn(|cx| self.poll_read_ready(cx)).await?;
-        input.reserve(READ_CHUNK);
-        // A read, not a try_read: a short read tells the socket it is drained, so the next probe costs no call.
-        self.read_buf(input).await
+        std::future::poll_fn(|cx| {
+            // poll_read_ready, not readable(): it keeps the socket's single reader waker, where readable() joins a
+            // locked waiter list on every wait.
+            std::task::ready!(self.poll_read_ready(cx))?;
+            if input.capacity() == 0 {
+                *input = SPARE_INPUT.take().unwrap_or_default();
+            }
+            input.reserve(READ_CHUNK);
+            // A read, not a try_read: a short read tells the socket it is drained, so the next wait costs no call.
+            let read = std::pin::pin!(self.read_buf(&mut *input)).poll(cx);
+            // Readiness can be stale (a new socket's is): the buffer is not kept while the wait goes on.
+            if read.is_pending() && input.is_empty() {
+                give_back(&SPARE_INPUT, input);
+            }
+            read
+        })
+        .await
+    }
+}
+
+thread_local! {
+    /// The buffers of the last connection on this thread to fall quiet, for the next one to wake: a client that
+    /// sends one request at a time costs no allocation per request, and a quiet client still holds none.
+    static SPARE_INPUT: std::cell::Cell<Option<BytesMut>> = const { std::cell::Cell::new(None) };
+    static SPARE_OUTPUT: std::cell::Cell<Option<BytesMut>> = const { std::cell::Cell::new(None) };
+}
+
+/// Gives a quiet connection's buffer back to this thread's spare, or to the allocator if the spare is taken.
+fn give_back(spare: &'static std::thread::LocalKey<std::cell::Cell<Option<BytesMut>>>, buffer: &mut BytesMut) {
+    let buffer = std::mem::take(buffer);
+    if buffer.capacity() > 0 && buffer.capacity() <= OUTPUT_KEEP_MAX {
+        spare.with(|s| {
+            let kept = s.take();
+            s.set(Some(kept.unwrap_or(buffer)));
+        });
     }
 }
 
 /// Serves one client until it leaves, misbehaves, or the server shuts down.
-pub async fn serve<S>(mut stream: S, shared: Arc<Shared>, peer: Option<SocketAddr>, shutdown: CancellationToken)
+pub fn serve<S>(
+    mut stream: S,
+    shared: Arc<Shared>,
+    peer: Option<SocketAddr>,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send
 where
     S: ClientStream,
 {
-    shared.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
+    // A block, not an async fn: an async fn's task keeps its arguments twice, as given and as its own locals.
     let mut session = Session::new(&shared, peer);
-    tracing::debug!(id = session.id, "connection opened");
-    let reason = drive(&mut stream, &shared, &mut session, &shutdown).await;
-    let _ = stream.shutdown().await;
-    shared.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
-    tracing::debug!(id = session.id, reason = ?reason, "connection closed");
+    async move {
+        shared.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(id = session.id, "connection opened");
+        let reason = drive(&mut stream, &shared, &mut session, &shutdown).await;
+        let _ = stream.shutdown().await;
+        shared.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(id = session.id, reason = ?reason, "connection closed");
+    }
 }
 
-async fn drive<S>(stream: &mut S, shared: &Shared, session: &mut Session, shutdown: &CancellationToken) -> Close
+/// A block, as [`serve`], so its task keeps one copy of its arguments.
+#[allow(clippy::manual_async_fn, reason = "an async fn's task keeps its arguments twice")]
+fn drive<'a, S>(
+    stream: &'a mut S,
+    shared: &'a Shared,
+    session: &'a mut Session,
+    shutdown: &'a CancellationToken,
+) -> impl Future<Output = Close> + Send + 'a
 where
     S: ClientStream,
 {
-    let config = &shared.config;
-    let mut decoder = RequestDecoder::new(config.limits);
-    decoder.set_unauthenticated(!session.authenticated);
-    let mut input = BytesMut::new();
-    let mut output = BytesMut::new();
-    // When the request now being read began to arrive.
-    let mut request_started: Option<tokio::time::Instant> = None;
-    let mut last_activity = tokio::time::Instant::now();
-    // Made once: waiting on shutdown registers this connection with the token on the first wait, not on each.
-    let mut cancelled = std::pin::pin!(shutdown.cancelled());
-    loop {
-        if !input.is_empty() {
-            // Boxed, and only while there is work: a request may wait on Docker, whose call state is kilobytes,
-            // and an idle connection's task should not keep room for it.
-            let batch = run_batch(stream, shared, session, shutdown, &mut decoder, &mut input, &mut output);
-            match Box::pin(batch).await {
-                Ok(true) => request_started = None,
-                Ok(false) => {}
-                Err(close) => return close,
-            }
-        }
-        let mid_request = !input.is_empty() || decoder.is_mid_request();
-        if mid_request {
-            request_started.get_or_insert_with(tokio::time::Instant::now);
-        } else {
-            // Blank lines and empty arrays end without a request.
-            request_started = None;
-        }
-        input.reserve(READ_CHUNK);
-        // Take what has already arrived without waiting; only when nothing has is the connection about to wait.
-        // Unconstrained: this probe must not mistake a spent cooperative budget for an idle client.
-        let read = match tokio::task::unconstrained(stream.read_buf(&mut input)).now_or_never() {
-            Some(read) => read,
-            None => {
-                if !mid_request {
-                    // Idle: give the buffers back, so what an idle connection holds does not depend on what it
-                    // sent before (Redis too frees the query buffer of an idle client).
-                    input = BytesMut::new();
-                    output = BytesMut::new();
+    async move {
+        let config = &shared.config;
+        let mut decoder = RequestDecoder::new(config.limits);
+        decoder.set_unauthenticated(!session.authenticated);
+        let mut input = BytesMut::new();
+        let mut output = BytesMut::new();
+        // When the request now being read began to arrive.
+        let mut request_started: Option<tokio::time::Instant> = None;
+        let mut last_activity = tokio::time::Instant::now();
+        // Whether the last read left the socket empty: then there is nothing to take without waiting.
+        let mut drained = true;
+        // Made once: waiting on shutdown registers this connection with the token on the first wait, not on each.
+        let mut cancelled = std::pin::pin!(shutdown.cancelled());
+        loop {
+            if !input.is_empty() {
+                if output.capacity() == 0 {
+                    output = SPARE_OUTPUT.take().unwrap_or_default();
                 }
-                // A deadline beyond what the clock can hold is no deadline.
-                let deadline = match request_started {
-                    Some(started) => started.checked_add(config.request_timeout),
-                    None => config.idle_timeout.and_then(|t| last_activity.checked_add(t)),
-                };
-                tokio::select! {
-                    _ = &mut cancelled => return Close::Shutdown,
-                    read = stream.read_when_ready(&mut input) => read,
-                    _ = sleep_until(deadline) => {
-                        shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
-                        if mid_request {
-                            let ms = config.request_timeout.as_millis();
-                            let error = Reply::error(format!("ERR request not completed within {ms} ms"));
-                            error.encode(session.protocol, &mut output);
-                            // Boxed, as this rare path's timer should not widen every connection's task.
-                            let _ = Box::pin(write_out(stream, &mut output, shared)).await;
-                            return Close::SlowRequest;
+                let mut ran = false;
+                loop {
+                    // Synchronous but for the rare request that waits, so a batch keeps no state of its own in the task.
+                    let step = std::future::poll_fn(|cx| {
+                        run_ready(cx, shared, session, &mut decoder, &mut input, &mut output, &mut ran)
+                    });
+                    // The match only sorts; what waits is awaited after it, so the step itself is not kept while it
+                    // waits.
+                    {
+                        let (waiting, closing) = match step.await {
+                            Ran::Done => break,
+                            Ran::Full => (None, None),
+                            // Boxed, and only while it waits: the wait may hold a Docker call's state, kilobytes that an
+                            // idle connection's task should not keep room for.
+                            Ran::Wait(wait, command) => {
+                                (Some((Box::pin(wait_for(wait, shared, shutdown, stream, &mut input)), command)), None)
+                            }
+                            Ran::Close(close) => (None, Some(close)),
+                        };
+                        if let Some(close) = closing {
+                            drop(waiting);
+                            let _ = write_out(stream, &mut output, shared).await;
+                            return close;
                         }
-                        return Close::Idle;
+                        if let Some((waiting, command)) = waiting {
+                            let reply = match waiting.await {
+                                Ok(reply) => reply,
+                                Err(close) => return close,
+                            };
+                            shared.stats.record(command, reply.is_error());
+                            reply.encode(session.protocol, &mut output);
+                        }
+                    }
+                    if output.len() >= config.max_output_bytes {
+                        if let Err(close) = write_out(stream, &mut output, shared).await {
+                            return close;
+                        }
                     }
                 }
-            }
-        };
-        match read {
-            Ok(0) => return Close::Eof,
-            Ok(_) => {
-                // The clock is read only when a deadline needs it.
-                if config.idle_timeout.is_some() {
-                    last_activity = tokio::time::Instant::now();
+                if let Err(close) = write_out(stream, &mut output, shared).await {
+                    return close;
+                }
+                if ran {
+                    request_started = None;
                 }
             }
-            Err(e) => return Close::Io(e),
+            let mid_request = !input.is_empty() || decoder.is_mid_request();
+            if mid_request {
+                request_started.get_or_insert_with(tokio::time::Instant::now);
+            } else {
+                // Blank lines and empty arrays end without a request.
+                request_started = None;
+            }
+            // Take what has already arrived without waiting; only when nothing has is the connection about to wait.
+            // After a short read the socket is known to be empty, and the probe is skipped. Unconstrained: this probe
+            // must not mistake a spent cooperative budget for an idle client.
+            let probe = if drained {
+                None
+            } else {
+                input.reserve(READ_CHUNK);
+                tokio::task::unconstrained(stream.read_buf(&mut input)).now_or_never()
+            };
+            let read = match probe {
+                Some(read) => read,
+                None => {
+                    if !mid_request {
+                        // Idle: give the buffers back, so what an idle connection holds does not depend on what it
+                        // sent before (Redis too frees the query buffer of an idle client).
+                        give_back(&SPARE_INPUT, &mut input);
+                        give_back(&SPARE_OUTPUT, &mut output);
+                    }
+                    // A deadline beyond what the clock can hold is no deadline.
+                    let deadline = match request_started {
+                        Some(started) => started.checked_add(config.request_timeout),
+                        None => config.idle_timeout.and_then(|t| last_activity.checked_add(t)),
+                    };
+                    // Biased, the socket first: a client that keeps sending is served without polling the rest.
+                    tokio::select! {
+                        biased;
+                        read = stream.read_when_ready(&mut input) => read,
+                        _ = &mut cancelled => return Close::Shutdown,
+                        _ = sleep_until(deadline) => {
+                            shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
+                            if mid_request {
+                                let ms = config.request_timeout.as_millis();
+                                let error = Reply::error(format!("ERR request not completed within {ms} ms"));
+                                error.encode(session.protocol, &mut output);
+                                let _ = write_out(stream, &mut output, shared).await;
+                                return Close::SlowRequest;
+                            }
+                            return Close::Idle;
+                        }
+                    }
+                }
+            };
+            match read {
+                Ok(0) => return Close::Eof,
+                Ok(_) => {
+                    // A read that did not fill the buffer took everything the socket held.
+                    drained = input.len() < input.capacity();
+                    // The clock is read only when a deadline needs it.
+                    if config.idle_timeout.is_some() {
+                        last_activity = tokio::time::Instant::now();
+                    }
+                }
+                Err(e) => return Close::Io(e),
+            }
         }
     }
 }
 
-/// Runs every complete request already read, then writes the replies together; true if any request ran.
-async fn run_batch<S>(
-    stream: &mut S,
+/// Where [`run_ready`] stopped.
+enum Ran {
+    /// No complete request is left.
+    Done,
+    /// The replies reached the output limit: write them before running more.
+    Full,
+    /// A command must wait, with its [`Command::index`].
+    Wait(Wait, usize),
+    /// The connection closes once the replies are written.
+    Close(Close),
+}
+
+/// Runs the complete requests already read and encodes their replies, until none is left, one must wait, or the
+/// replies fill the output limit. Each request takes one unit of tokio's cooperative budget: a client that
+/// pipelines without pause yields the thread every so many requests, as Redis moves on after each client's
+/// batch (Pending then, with the task woken to go on).
+fn run_ready(
+    cx: &mut Context<'_>,
     shared: &Shared,
     session: &mut Session,
-    shutdown: &CancellationToken,
     decoder: &mut RequestDecoder,
     input: &mut BytesMut,
     output: &mut BytesMut,
-) -> Result<bool, Close>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut ran = false;
-    loop {
+    ran: &mut bool,
+) -> Poll<Ran> {
+    while output.len() < shared.config.max_output_bytes {
+        let budget = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let args = match decoder.decode(input) {
             Ok(Some(args)) => args,
-            Ok(None) => break,
+            Ok(None) => return Poll::Ready(Ran::Done),
             Err(e) => {
                 shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(id = session.id, error = %e, "protocol error");
                 // As Redis does: say what was wrong, then close this connection only.
                 Reply::error(format!("ERR Protocol error: {e}")).encode(session.protocol, output);
-                let _ = write_out(stream, output, shared).await;
-                return Err(Close::Protocol);
+                return Poll::Ready(Ran::Close(Close::Protocol));
             }
         };
-        ran = true;
-        // One unit of tokio's cooperative budget per request: a client that pipelines without pause yields
-        // the thread every so many requests, as Redis moves on after each client's batch.
-        tokio::task::consume_budget().await;
-        let (reply, quit) = execute(args, shared, session, shutdown, stream, input).await?;
+        budget.made_progress();
+        *ran = true;
+        let (reply, quit) = match execute(&args, shared, session) {
+            Step::Done(reply, quit) => (reply, quit),
+            Step::Wait(wait, command) => return Poll::Ready(Ran::Wait(wait, command)),
+        };
         decoder.set_unauthenticated(!session.authenticated);
         reply.encode(session.protocol, output);
         if quit {
-            let _ = write_out(stream, output, shared).await;
-            return Err(Close::Quit);
-        }
-        if output.len() >= shared.config.max_output_bytes {
-            write_out(stream, output, shared).await?;
+            return Poll::Ready(Ran::Close(Close::Quit));
         }
     }
-    write_out(stream, output, shared).await?;
-    Ok(ran)
+    Poll::Ready(Ran::Full)
 }
 
-/// Checks auth, runs one request, counts it; the flag says the connection is to close after the reply. While a
-/// command blocks, the client's socket is watched, so the wait ends when the server shuts down or the client
-/// leaves.
-async fn execute<S: AsyncRead + Unpin>(
-    args: Vec<Bytes>,
-    shared: &Shared,
-    session: &mut Session,
-    shutdown: &CancellationToken,
-    stream: &mut S,
-    input: &mut BytesMut,
-) -> Result<(Reply, bool), Close> {
-    let command = match Command::parse(&args) {
+/// What one request came to.
+enum Step {
+    /// Its reply, and whether the connection closes after it.
+    Done(Reply, bool),
+    /// A command that must wait, with its [`Command::index`].
+    Wait(Wait, usize),
+}
+
+/// Checks auth and runs one request, counting it unless it must wait.
+fn execute(args: &[Bytes], shared: &Shared, session: &mut Session) -> Step {
+    let command = match Command::parse(args) {
         Ok(c) => c,
-        Err(e) => return Ok((e.reply(), false)),
+        Err(e) => return Step::Done(e.reply(), false),
     };
     let index = command.index();
     if !session.authenticated && !command.allowed_before_auth() {
         shared.stats.record(index, true);
-        return Ok((Reply::error("NOAUTH Authentication required."), false));
+        return Step::Done(Reply::error("NOAUTH Authentication required."), false);
     }
     let quit = matches!(command, Command::Quit);
-    // Only a blocking MEMBERS waits on anything but a bounded Docker call; the others finish before shutdown
-    // completes, so only it listens for shutdown (which costs a waiter registration per call) and the client.
-    let reply = if matches!(&command, Command::Members(m) if m.min > 0) {
-        shared.stats.blocked_clients.fetch_add(1, Ordering::Relaxed);
-        let limit = shared.config.limits.max_request_len;
-        let reply = tokio::select! {
-            _ = shutdown.cancelled() => Err(Close::Shutdown),
-            left = watch_client(stream, input, limit) => Err(left),
-            reply = command.apply(shared, session) => Ok(reply),
-        };
-        shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
-        reply?
-    } else {
-        command.apply(shared, session).await
+    match command.run(shared, session) {
+        Outcome::Reply(reply) => {
+            shared.stats.record(index, reply.is_error());
+            Step::Done(reply, quit)
+        }
+        Outcome::Wait(wait) => Step::Wait(wait, index),
+    }
+}
+
+/// Waits for a command's reply. Only a blocking MEMBERS waits on anything but a bounded Docker call; the others
+/// finish before shutdown completes, so only it listens for shutdown (which costs a waiter registration per
+/// call) and watches the client's socket, so the wait ends when the server shuts down or the client leaves.
+async fn wait_for<S: AsyncRead + Unpin>(
+    wait: Wait,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+    stream: &mut S,
+    input: &mut BytesMut,
+) -> Result<Reply, Close> {
+    if !wait.blocks() {
+        return Ok(wait.finish(shared).await);
+    }
+    shared.stats.blocked_clients.fetch_add(1, Ordering::Relaxed);
+    let limit = shared.config.limits.max_request_len;
+    let reply = tokio::select! {
+        _ = shutdown.cancelled() => Err(Close::Shutdown),
+        left = watch_client(stream, input, limit) => Err(left),
+        reply = wait.finish(shared) => Ok(reply),
     };
-    shared.stats.record(index, reply.is_error());
-    Ok((reply, quit))
+    shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
+    reply
 }
 
 /// Reads what a blocked client sends, so that its leaving is noticed, as Redis frees a blocked client whose
@@ -278,15 +396,8 @@ async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, output: &mut BytesMut,
         None => 0,
     };
     if written < output.len() {
-        let limit = shared.config.request_timeout;
-        match tokio::time::timeout(limit, stream.write_all(&output[written..])).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Close::Io(e)),
-            Err(_) => {
-                shared.stats.output_limit_disconnections.fetch_add(1, Ordering::Relaxed);
-                return Err(Close::SlowReader);
-            }
-        }
+        // Boxed: a slow reader is rare, and its timer should not widen every connection's task.
+        Box::pin(write_rest(stream, &output[written..], shared)).await?;
     }
     if output.capacity() > OUTPUT_KEEP_MAX {
         *output = BytesMut::new();
@@ -294,6 +405,17 @@ async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, output: &mut BytesMut,
         output.clear();
     }
     Ok(())
+}
+
+async fn write_rest<S: AsyncWrite + Unpin>(stream: &mut S, rest: &[u8], shared: &Shared) -> Result<(), Close> {
+    match tokio::time::timeout(shared.config.request_timeout, stream.write_all(rest)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Close::Io(e)),
+        Err(_) => {
+            shared.stats.output_limit_disconnections.fetch_add(1, Ordering::Relaxed);
+            Err(Close::SlowReader)
+        }
+    }
 }
 
 /// Boxed when there is a deadline: by default a quiet client has none, and its task keeps no room for a timer.

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -66,22 +67,13 @@ pub async fn run(
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         let span = tracing::debug_span!("conn", peer = %peer);
-        // Two kinds of task: a plain connection's task holds no room for a TLS session it does not have.
+        // Two kinds of task: a plain connection's task holds no room for a TLS session it does not have. The
+        // permit is dropped by a map on the connection's future, not in a block awaiting it, which would keep that
+        // future twice.
+        let release = move |()| drop(permit);
         match shared.config.tls.clone() {
-            None => tasks.spawn(
-                async move {
-                    connection::serve(stream, shared, Some(peer), shutdown).await;
-                    drop(permit);
-                }
-                .instrument(span),
-            ),
-            Some(tls) => tasks.spawn(
-                async move {
-                    serve_tls(stream, tls, shared, peer, shutdown).await;
-                    drop(permit);
-                }
-                .instrument(span),
-            ),
+            None => tasks.spawn(connection::serve(stream, shared, Some(peer), shutdown).map(release).instrument(span)),
+            Some(tls) => tasks.spawn(serve_tls(stream, tls, shared, peer, shutdown).map(release).instrument(span)),
         };
     }
     tasks.close();

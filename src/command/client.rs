@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use super::Session;
 use super::{arg_str, is_keyword, CommandError};
+use super::{Session, Shared};
 use crate::protocol::Reply;
 
 /// `CLIENT ID | GETNAME | SETNAME name | SETINFO attr value | INFO | HELP`.
@@ -45,23 +45,23 @@ impl ClientCmd {
     }
 
     /// Runs it on this connection.
-    pub fn apply(self, session: &mut Session) -> Reply {
+    pub fn apply(self, shared: &Shared, session: &mut Session) -> Reply {
         match self {
             ClientCmd::Id => Reply::Integer(session.id as i64),
-            ClientCmd::GetName => session.name.clone().map_or(Reply::Null, Reply::Bulk),
+            ClientCmd::GetName => session.name().cloned().map_or(Reply::Null, Reply::Bulk),
             ClientCmd::SetName(name) => {
-                session.name = (!name.is_empty()).then_some(name);
+                session.set_name(Some(&name).filter(|n| !n.is_empty()));
                 Reply::ok()
             }
             ClientCmd::SetLibName(v) => {
-                session.lib_name = Some(v);
+                session.set_lib_name(&v);
                 Reply::ok()
             }
             ClientCmd::SetLibVer(v) => {
-                session.lib_ver = Some(v);
+                session.set_lib_ver(&v);
                 Reply::ok()
             }
-            ClientCmd::Info => Reply::Verbatim(session.describe()),
+            ClientCmd::Info => Reply::Verbatim(session.describe(shared.local_addr)),
             ClientCmd::Help => super::help(
                 "CLIENT",
                 &[

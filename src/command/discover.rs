@@ -89,12 +89,28 @@ impl Discover {
         Ok(d)
     }
 
-    /// Looks the container up and answers its announce address.
-    pub async fn apply(self, shared: &Shared) -> Reply {
+    /// Answers from the port table, or gives itself back when only Docker can answer ([`Discover::ask_docker`]).
+    pub fn apply(self, shared: &Shared) -> Result<Reply, Self> {
         let query = arg_str(&self.container);
-        let result = self.resolve(shared, &query).await;
+        match shared.ports.find_in_table(&query) {
+            Some(found) => Ok(self.answer(shared, &query, Ok(found))),
+            None => {
+                drop(query);
+                Err(self)
+            }
+        }
+    }
+
+    /// Answers what the port table could not, from Docker.
+    pub async fn ask_docker(self, shared: &Shared) -> Reply {
+        let query = arg_str(&self.container);
+        let found = shared.ports.find_in_docker(&query).await;
+        self.answer(shared, &query, found)
+    }
+
+    fn answer(&self, shared: &Shared, query: &str, found: Result<Found, DockerError>) -> Reply {
         // As Redis, nothing per request at the default level; the client's text is logged escaped.
-        match result {
+        match self.resolve(shared, query, found) {
             Ok(announce) => {
                 tracing::debug!(container = ?query, answer = %announce, "discover");
                 match (self.hostname, &shared.config.announce_hostname) {
@@ -110,9 +126,13 @@ impl Discover {
         }
     }
 
-    async fn resolve(&self, shared: &Shared, query: &str) -> Result<Announce, DiscoverError> {
-        let config = &shared.config;
-        let found = shared.ports.find(query).await.map_err(|e| DiscoverError::from_docker(e, config.docker_timeout))?;
+    fn resolve(
+        &self,
+        shared: &Shared,
+        query: &str,
+        found: Result<Found, DockerError>,
+    ) -> Result<Announce, DiscoverError> {
+        let found = found.map_err(|e| DiscoverError::from_docker(e, shared.config.docker_timeout))?;
         let quoted = || query.chars().take(64).collect::<String>();
         let container = match found {
             Found::One(c) if c.running => c,

@@ -81,7 +81,7 @@ impl Hello {
             session.protocol = p;
         }
         if let Some(name) = self.setname {
-            session.name = Some(name);
+            session.set_name(Some(&name));
         }
         Reply::Map(vec![
             (Reply::static_text("server"), Reply::static_text("rediscover")),

@@ -176,9 +176,9 @@ impl Command {
         command_docs::find(self.name()).is_some_and(|spec| spec.flags.contains(&"no-auth"))
     }
 
-    /// Runs the command for one connection.
-    pub async fn apply(self, shared: &Shared, session: &mut Session) -> Reply {
-        match self {
+    /// Runs the command for one connection: its reply, unless it must wait (on Docker, or for containers).
+    pub fn run(self, shared: &Shared, session: &mut Session) -> Outcome {
+        Outcome::Reply(match self {
             Command::Ping(None) => Reply::Simple("PONG".into()),
             Command::Ping(Some(msg)) | Command::Echo(msg) => Reply::Bulk(msg),
             Command::Select(index) => match parse_int(&index) {
@@ -193,11 +193,55 @@ impl Command {
             }
             Command::Hello(h) => h.apply(shared, session),
             Command::Auth(a) => a.apply(shared, session),
-            Command::Client(c) => c.apply(session),
+            Command::Client(c) => c.apply(shared, session),
             Command::Command(c) => c.apply(),
             Command::Info(i) => i.apply(shared),
-            Command::Discover(d) => d.apply(shared).await,
-            Command::Members(m) => m.apply(shared).await,
+            Command::Discover(d) => match d.apply(shared) {
+                Ok(reply) => reply,
+                Err(d) => return Outcome::Wait(Wait::Discover(d)),
+            },
+            Command::Members(m) => return Outcome::Wait(Wait::Members(m)),
+        })
+    }
+
+    /// Runs the command to its reply, waiting if it must: [`Command::run`], then [`Wait::finish`].
+    pub async fn apply(self, shared: &Shared, session: &mut Session) -> Reply {
+        match self.run(shared, session) {
+            Outcome::Reply(reply) => reply,
+            Outcome::Wait(wait) => wait.finish(shared).await,
+        }
+    }
+}
+
+/// What running a command gives.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Its reply, ready now.
+    Reply(Reply),
+    /// A command that must wait for its reply.
+    Wait(Wait),
+}
+
+/// A command that cannot answer at once.
+#[derive(Debug)]
+pub enum Wait {
+    /// A DISCOVER the port table could not answer: Docker must.
+    Discover(Discover),
+    /// MEMBERS, which reads Docker or the table and may wait for enough containers.
+    Members(Members),
+}
+
+impl Wait {
+    /// Whether it may wait on more than a bounded Docker call: a MEMBERS waiting for a minimum count.
+    pub fn blocks(&self) -> bool {
+        matches!(self, Wait::Members(m) if m.min > 0)
+    }
+
+    /// Waits for the reply.
+    pub async fn finish(self, shared: &Shared) -> Reply {
+        match self {
+            Wait::Discover(d) => d.ask_docker(shared).await,
+            Wait::Members(m) => m.apply(shared).await,
         }
     }
 }

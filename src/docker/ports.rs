@@ -86,21 +86,30 @@ impl Ports {
 
     /// Finds one container by full id, unique id prefix or name.
     pub async fn find(&self, query: &str) -> Result<Found, DockerError> {
-        if self.is_fresh() {
-            let table = read(&self.table);
-            match table.find(query) {
-                Found::One(c) if table.is_running(&c) => {
-                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Found::One(c));
-                }
-                Found::Ambiguous => {
-                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Found::Ambiguous);
-                }
-                // Unknown, stopped or just changed: it may have started since its last event was read.
-                _ => {}
-            }
+        if let Some(found) = self.find_in_table(query) {
+            return Ok(found);
         }
+        self.find_in_docker(query).await
+    }
+
+    /// What the table alone can answer for [`Ports::find`], without waiting: `None` when Docker must be asked.
+    pub fn find_in_table(&self, query: &str) -> Option<Found> {
+        if !self.is_fresh() {
+            return None;
+        }
+        let table = read(&self.table);
+        let found = match table.find(query) {
+            Found::One(c) if table.is_running(&c) => Found::One(c),
+            Found::Ambiguous => Found::Ambiguous,
+            // Unknown, stopped or just changed: it may have started since its last event was read.
+            _ => return None,
+        };
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Some(found)
+    }
+
+    /// [`Ports::find`] for a query the table could not answer.
+    pub async fn find_in_docker(&self, query: &str) -> Result<Found, DockerError> {
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         if !is_container_ref(query) {
             return Ok(Found::None);

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
 /// Length of the short id Docker uses as a container's default hostname.
 pub const SHORT_ID_LEN: usize = 12;
 /// Length of a full container id.
@@ -93,12 +95,12 @@ pub enum Found {
 /// last read.
 #[derive(Debug, Default)]
 pub struct PortTable {
-    by_id: HashMap<String, Arc<Container>>,
-    by_short_id: HashMap<String, Vec<Arc<Container>>>,
-    by_name: HashMap<String, Arc<Container>>,
+    by_id: FxHashMap<String, Arc<Container>>,
+    by_short_id: FxHashMap<String, Vec<Arc<Container>>>,
+    by_name: FxHashMap<String, Arc<Container>>,
     /// Containers an event said changed (started, renamed, ...), with that event's number: what the table holds
     /// of them is not to be trusted until a read issued after that event settles them.
-    changed: HashMap<String, u64>,
+    changed: FxHashMap<String, u64>,
     events: u64,
 }
 
