@@ -320,6 +320,40 @@ pub fn is_container_ref(query: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn container(id: char, ip: Option<IpAddr>) -> Container {
+        Container {
+            id: id.to_string().repeat(64),
+            name: format!("node-{id}"),
+            labels: Default::default(),
+            running: true,
+            ports: vec![(6379, 32768), (16379, 32769)],
+            ip,
+            aliases: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn with_no_address_of_its_own_a_local_container_waits_for_the_node_address() {
+        let ports = Ports::new(DockerClient::new("unix:///nonexistent", std::time::Duration::from_secs(1)), None);
+        ports.announce_node_address(true);
+        let task_ip: IpAddr = "198.18.0.11".parse().unwrap();
+        ports.install(vec![container('a', None), container('b', Some(task_ip))]);
+        assert!(ports.find(&"a".repeat(12)).await.is_err(), "a local container has no address to announce yet");
+        assert!(matches!(ports.find(&"b".repeat(12)).await, Ok(Found::One(c)) if c.ip == Some(task_ip)));
+        let listed: Vec<String> = ports.list().await.unwrap().iter().map(|c| c.name.clone()).collect();
+        assert_eq!(listed, vec!["node-b".to_string()]);
+    }
+
+    #[test]
+    fn the_node_address_is_used_only_when_asked_for() {
+        let ports = Ports::new(DockerClient::new("unix:///nonexistent", std::time::Duration::from_secs(1)), None);
+        let ip: IpAddr = "198.18.0.12".parse().unwrap();
+        ports.set_node_ip(Some(ip));
+        assert_eq!(ports.node_ip(), None, "an address given on the command line wins");
+        ports.announce_node_address(false);
+        assert_eq!(ports.node_ip(), Some(ip));
+    }
+
     #[test]
     fn only_docker_names_and_ids_can_match() {
         for ok in ["abc123", "/node-1", "my_app.redis-1", "a"] {
