@@ -271,3 +271,87 @@ fn on_an_engine_in_no_swarm_up_makes_a_single_node_swarm_and_down_leaves_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("left the single-node swarm"));
     assert_eq!(host.swarm(), before, "the engine is in no swarm again, docker_gwbridge as it was");
 }
+
+/// Writes KEYS keys, each followed by `WAIT 1`, through `addr`; returns the keys at least one replica
+/// acknowledged.
+fn write_acknowledged(addr: &str, tag: &str) -> Vec<usize> {
+    let (ip, port) = addr.rsplit_once(':').expect("ip:port");
+    let input: String = (0..KEYS).map(|i| format!("SET {tag}:{i} v{i}\nWAIT 1 2000\n")).collect();
+    let mut child = Command::new("redis-cli")
+        .args(["-c", "-h", ip, "-p", port])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run redis-cli");
+    use std::io::Write;
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write to redis-cli");
+    let out = child.wait_with_output().expect("redis-cli ends");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let replies: Vec<&str> = text.lines().filter(|l| !l.starts_with("-> Redirected")).collect();
+    assert_eq!(replies.len(), 2 * KEYS, "a reply to each SET and WAIT: {text}");
+    (0..KEYS).filter(|i| replies[2 * i] == "OK" && replies[2 * i + 1].parse::<u32>().is_ok_and(|n| n >= 1)).collect()
+}
+
+#[test]
+fn an_engine_lost_has_its_masters_replaced_on_the_other_hosts_with_no_acknowledged_write_lost() {
+    have_redis_cli();
+    let host = Host::claim();
+    let before = host.swarm();
+    let mut engines = Engines::start(&host, 2);
+    engines.join_swarm();
+    let stack = Stack::new(engines.name().to_string(), engines.engines().iter().map(|e| e.host_arg()).collect());
+    stack.swarm_sh_ok(&["up", "6"]);
+    let nodes = check_cluster(&stack.members(), 6);
+    let acked = write_acknowledged(&nodes[0].addr, "kept");
+    assert_eq!(acked.len(), KEYS, "every write reached a replica while all nodes run");
+
+    // The engine whose loss takes a master, and a node on another host to watch from.
+    let lost = engines
+        .engines()
+        .iter()
+        .position(|e| nodes.iter().any(|n| n.master && n.ip == e.addr.to_string()))
+        .expect("a master on one of the extra engines");
+    let lost_ip = engines.engines()[lost].addr.to_string();
+    let survivor = nodes.iter().find(|n| n.ip != lost_ip).expect("a node on another host").addr.clone();
+    let node_timeout = Duration::from_millis(5000);
+    let killed = Instant::now();
+    engines.stop(lost);
+    let took = engines::wait_for("the cluster serves every slot without the lost engine", node_timeout * 6, || {
+        let info = cluster_info(&survivor);
+        let nodes = cluster_nodes(&survivor);
+        let lost_masters = nodes.iter().filter(|n| n.master && n.slots > 0 && n.ip == lost_ip).count();
+        if info.contains("cluster_state:ok") && lost_masters == 0 {
+            Ok(killed.elapsed())
+        } else {
+            Err(format!("{lost_masters} masters with slots on {lost_ip}; {}", info.lines().next().unwrap_or("")))
+        }
+    });
+    println!("swarm: engine {lost_ip} lost, its masters replaced, cluster_state:ok after {took:.1?}");
+    let (ip, port) = survivor.rsplit_once(':').expect("ip:port");
+    let gets: String = acked.iter().map(|i| format!("GET kept:{i}\n")).collect();
+    let mut child = Command::new("redis-cli")
+        .args(["-c", "-h", ip, "-p", port])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run redis-cli");
+    use std::io::Write;
+    child.stdin.take().expect("stdin").write_all(gets.as_bytes()).expect("write to redis-cli");
+    let out = child.wait_with_output().expect("redis-cli ends");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let values: Vec<&str> = text.lines().filter(|l| !l.starts_with("-> Redirected")).collect();
+    assert_eq!(values.len(), acked.len(), "a reply to each GET: {text}");
+    for (i, value) in acked.iter().zip(values) {
+        assert_eq!(value, format!("v{i}"), "kept:{i}, acknowledged by a replica, survives the loss");
+    }
+
+    // The host comes back: its engine rejoins the swarm, and the cluster stays whole.
+    engines.start_again(lost);
+    engines.wait_node(lost, "ready", engines::NODE_STATE);
+    let info = cluster_info(&survivor);
+    assert!(info.contains("cluster_state:ok"), "after the engine is back: {info}");
+
+    drop(stack);
+    drop(engines);
+    assert_eq!(host.swarm(), before, "the host's swarm is as it was");
+}
