@@ -21,7 +21,9 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, env = "REDISCOVER_LISTEN", default_value_t = config::default_listen())]
     listen: SocketAddr,
-    /// Address to announce [default: the IPv4 address of --interface, else of the default route's interface].
+    /// Address to announce [default: the IPv4 address of --interface; else, on a swarm node, the node's address
+    /// (its label io.rediscover.announce-ip, else the address the swarm knows it by); else the IPv4 address of the
+    /// default route's interface].
     #[arg(long, env = "REDISCOVER_ANNOUNCE_IP")]
     announce_ip: Option<IpAddr>,
     /// Host name handed out by DISCOVER ... HOSTNAME, for cluster-announce-hostname (Redis 7).
@@ -109,7 +111,18 @@ fn main() -> anyhow::Result<()> {
         return ping(&cli);
     }
     init_tracing(cli.log_format);
-    let announce_ip = resolve_announce_ip(cli.announce_ip, cli.interface.as_deref())?;
+    // Without an address or interface given, the engine's own containers are announced at its swarm node address
+    // while it is a swarm node; a host without a default route (a swarm worker on a private network) has no
+    // other address, and answers for them once Docker has told that address.
+    let chosen = cli.announce_ip.is_some() || cli.interface.is_some();
+    let (announce_ip, node_ip_required) = match resolve_announce_ip(cli.announce_ip, cli.interface.as_deref()) {
+        Ok(ip) => (ip, false),
+        Err(config::AnnounceIpError::NoDefaultRoute) => {
+            tracing::warn!("no default route: announcing the swarm node address Docker tells, when it tells one");
+            (IpAddr::from([0, 0, 0, 0]), true)
+        }
+        Err(e) => return Err(e.into()),
+    };
     let docker_host = cli
         .docker_host
         .clone()
@@ -149,6 +162,9 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", cli.listen))?;
         let ports = Ports::new(DockerClient::new(docker_host, config.docker_timeout), config.require_label.clone());
+        if !chosen {
+            ports.announce_node_address(node_ip_required);
+        }
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         let follower = tokio::spawn(rediscover::docker::follow(ports.clone(), shutdown.clone()));

@@ -93,14 +93,17 @@ entry_node() {
 }
 
 # The id of a master that is up and has no replica, from CLUSTER NODES on stdin. With "served", only a
-# master that serves slots; the ids in `also` (space-separated) count as such too.
+# master that serves slots; the ids in `also` (space-separated) count as such too. With `host` (the new
+# replica's IP), only a master on another host, unless every node is on that one: a replica must not go down
+# with its master.
 lonely_master() {
-  awk -v served="${1:-}" -v also=" ${2:-} " '
+  awk -v served="${1:-}" -v also=" ${2:-} " -v host="${3:-}" '
+    { split($2, a, ":"); ip[$1] = a[1]; if (a[1] != host) elsewhere = 1 }
     $3 ~ /master/ && $3 !~ /fail|handshake|noaddr/ && (served == "" || NF > 8 || index(also, " " $1 " ")) {
       master[$1] = 1
     }
     $3 ~ /slave/ && $3 !~ /fail/ { replicated[$4] = 1 }
-    END { for (id in master) if (!(id in replicated)) { print id; exit } }'
+    END { for (id in master) if (!(id in replicated) && (host == "" || !elsewhere || ip[id] != host)) { print id; exit } }'
 }
 
 # Forms the cluster from the first $size members, unless a node already sees every slot assigned: then the
@@ -201,7 +204,7 @@ place_idle_masters() {
     id=${pair%%=*}
     addr=${pair#*=}
     view=$(self_view "$1") || return 1
-    target=$(echo "$view" | awk -v me="$id" '$1 != me' | lonely_master served "$kept")
+    target=$(echo "$view" | awk -v me="$id" '$1 != me' | lonely_master served "$kept" "${addr%%:*}")
     if [ -z "$target" ]; then
       kept="$kept $id"
       continue
@@ -282,7 +285,7 @@ reconcile() {
       continue
     fi
     view=$(self_view "$entry") || return 1
-    master=$(echo "$view" | lonely_master)
+    master=$(echo "$view" | lonely_master "" "" "${m%%:*}")
     if [ -n "$master" ]; then
       say "adding $m as a replica of $master"
       if ! cluster_op add-node "${m%@*}" "${entry%@*}" --cluster-slave --cluster-master-id "$master"; then

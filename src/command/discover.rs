@@ -93,7 +93,7 @@ impl Discover {
     pub fn apply(self, shared: &Shared) -> Result<Reply, Self> {
         let query = arg_str(&self.container);
         match shared.ports.find_in_table(&query) {
-            Some(found) => Ok(self.answer(shared, &query, Ok(found))),
+            Some(found) => Ok(self.answer(shared, &query, found)),
             None => {
                 drop(query);
                 Err(self)

@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerInspectResponse, ContainerSummary, ContainerSummaryStateEnum, PortMap};
+use bollard::models::{ContainerInspectResponse, ContainerSummary, ContainerSummaryStateEnum, LocalNodeState, PortMap};
 use bollard::query_parameters::{
     EventsOptions, InspectContainerOptions, ListContainersOptions, ListNodesOptions, ListServicesOptions,
     ListTasksOptions,
@@ -29,6 +30,15 @@ pub enum DockerError {
     /// Docker answered with an error status.
     #[error("Docker answered with an error: {0}")]
     Api(String),
+}
+
+/// This engine's place in a swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwarmNode {
+    /// It manages the swarm, and so can tell the tasks of every node.
+    pub manager: bool,
+    /// The address its own containers are announced at, when it is a swarm node.
+    pub addr: Option<IpAddr>,
 }
 
 /// A change to one container, from Docker's event stream.
@@ -103,9 +113,31 @@ impl DockerClient {
 
     /// Whether this engine is a manager of a swarm, and so can tell the tasks of every node.
     pub async fn is_swarm_manager(&self) -> Result<bool, DockerError> {
+        Ok(self.swarm_node().await?.manager)
+    }
+
+    /// What this engine is in a swarm: a manager or not, and the address its containers are reached at when it
+    /// is a node of one (the label `io.rediscover.announce-ip` of the engine or, read on a manager, of its node;
+    /// else the node address the swarm knows it by). One call, two on a manager.
+    pub async fn swarm_node(&self) -> Result<SwarmNode, DockerError> {
         let docker = self.docker().await?;
         let info = self.call(docker.info()).await?;
-        Ok(info.swarm.and_then(|s| s.control_available).unwrap_or(false))
+        let engine_label =
+            info.labels.unwrap_or_default().into_iter().find_map(|l| {
+                l.strip_prefix(super::swarm::ANNOUNCE_IP_LABEL)?.strip_prefix('=')?.parse::<IpAddr>().ok()
+            });
+        let Some(swarm) = info.swarm.filter(|s| s.local_node_state == Some(LocalNodeState::ACTIVE)) else {
+            return Ok(SwarmNode { manager: false, addr: None });
+        };
+        let manager = swarm.control_available.unwrap_or(false);
+        let mut node_label = None;
+        if let (true, Some(id)) = (manager, swarm.node_id.as_deref()) {
+            let node = self.call(docker.inspect_node(id)).await?;
+            let labels = node.spec.and_then(|s| s.labels).unwrap_or_default();
+            node_label = labels.get(super::swarm::ANNOUNCE_IP_LABEL).and_then(|l| l.parse::<IpAddr>().ok());
+        }
+        let node_addr = swarm.node_addr.and_then(|a| a.parse::<IpAddr>().ok()).filter(|a| !a.is_unspecified());
+        Ok(SwarmNode { manager, addr: node_label.or(engine_label).or(node_addr) })
     }
 
     /// The swarm's task containers that carry `label`, with their nodes' addresses (three calls: tasks, nodes,

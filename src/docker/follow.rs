@@ -51,11 +51,12 @@ async fn sync_and_follow(ports: &Arc<Ports>, retry: &mut Duration) -> DockerErro
     // container again, while missing one could leave old ports in it.
     let since = SystemTime::now() - REPLAY_MARGIN;
     ports.stats.docker_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let swarm = match client.is_swarm_manager().await {
-        Ok(manager) => manager,
+    let (swarm, node_ip) = match client.swarm_node().await {
+        Ok(node) => (node.manager, node.addr),
         Err(e) => return e,
     };
     ports.set_swarm(swarm);
+    ports.set_node_ip(node_ip);
     let list = match ports.read_all(swarm).await {
         Ok(list) => list,
         Err(e) => return e,
@@ -66,7 +67,7 @@ async fn sync_and_follow(ports: &Arc<Ports>, retry: &mut Duration) -> DockerErro
     };
     ports.install(list);
     *retry = RETRY_FIRST;
-    tracing::info!(containers = ports.table_len(), swarm, "port table synced with Docker");
+    tracing::info!(containers = ports.table_len(), swarm, node_ip = ?ports.node_ip(), "port table synced with Docker");
     let mut swarm_reads: JoinSet<Result<Vec<Container>, DockerError>> = JoinSet::new();
     let mut swarm_tick = tokio::time::interval(SWARM_READ_EVERY);
     swarm_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,6 +1,7 @@
 //! `Ports`: the port table's holder. A lookup trusts the table only for what it knows to be current, a
 //! running container read after its last event; everything else asks Docker.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -26,6 +27,12 @@ pub struct Ports {
     swarm: AtomicBool,
     /// When the swarm's tasks were last read into the table.
     swarm_read: Mutex<Option<std::time::Instant>>,
+    /// Whether the engine's own containers are announced at its swarm node address when it is a swarm node.
+    announce_node: AtomicBool,
+    /// Whether they have no other address: until Docker tells the node address, they cannot be announced.
+    node_ip_required: AtomicBool,
+    /// The engine's swarm node address, as the follower last read it.
+    node_ip: Mutex<Option<IpAddr>>,
     last_error: Mutex<Option<String>>,
     /// Counters for INFO.
     pub stats: PortStats,
@@ -44,9 +51,39 @@ impl Ports {
             misses: Misses::default(),
             swarm: AtomicBool::new(false),
             swarm_read: Mutex::new(None),
+            announce_node: AtomicBool::new(false),
+            node_ip_required: AtomicBool::new(false),
+            node_ip: Mutex::new(None),
             last_error: Mutex::new(None),
             stats: PortStats::default(),
         })
+    }
+
+    /// Announces the engine's own containers at its swarm node address while it is a swarm node (an address the
+    /// other nodes reach it at); with `required`, the server has no address of its own for them, and answers
+    /// them as unknown until Docker tells the node address.
+    pub fn announce_node_address(&self, required: bool) {
+        self.announce_node.store(true, Ordering::Release);
+        self.node_ip_required.store(required, Ordering::Release);
+    }
+
+    /// Records the engine's swarm node address (`None` outside a swarm), as read at a resync.
+    pub fn set_node_ip(&self, ip: Option<IpAddr>) {
+        *lock(&self.node_ip) = ip;
+    }
+
+    /// The address the engine's own containers are announced at instead of the server's, if any.
+    pub fn node_ip(&self) -> Option<IpAddr> {
+        if self.announce_node.load(Ordering::Acquire) {
+            *lock(&self.node_ip)
+        } else {
+            None
+        }
+    }
+
+    /// Whether a container can be announced: it has an address, or the server's own will do.
+    fn announceable(&self, c: &Container) -> bool {
+        c.ip.is_some() || !self.node_ip_required.load(Ordering::Acquire)
     }
 
     /// The Docker client.
@@ -86,14 +123,14 @@ impl Ports {
 
     /// Finds one container by full id, unique id prefix or name.
     pub async fn find(&self, query: &str) -> Result<Found, DockerError> {
-        if let Some(found) = self.find_in_table(query) {
-            return Ok(found);
+        match self.find_in_table(query) {
+            Some(found) => found,
+            None => self.find_in_docker(query).await,
         }
-        self.find_in_docker(query).await
     }
 
     /// What the table alone can answer for [`Ports::find`], without waiting: `None` when Docker must be asked.
-    pub fn find_in_table(&self, query: &str) -> Option<Found> {
+    pub fn find_in_table(&self, query: &str) -> Option<Result<Found, DockerError>> {
         if !self.is_fresh() {
             return None;
         }
@@ -105,7 +142,7 @@ impl Ports {
             _ => return None,
         };
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
-        Some(found)
+        Some(self.announceable_found(found))
     }
 
     /// [`Ports::find`] for a query the table could not answer.
@@ -114,15 +151,30 @@ impl Ports {
         if !is_container_ref(query) {
             return Ok(Found::None);
         }
-        Ok(self.ask_docker().await?.find(query))
+        let found = self.ask_docker().await?.find(query);
+        self.announceable_found(found)
+    }
+
+    /// A container found that has no address to be announced at yet is an error, not an answer.
+    fn announceable_found(&self, found: Found) -> Result<Found, DockerError> {
+        match found {
+            Found::One(c) if !self.announceable(&c) => Err(DockerError::Unreachable(
+                "this engine's swarm node address is not known yet, and there is no default route: \
+                 pass --announce-ip"
+                    .into(),
+            )),
+            found => Ok(found),
+        }
     }
 
     /// Every running container with current ports: from the table while it is fresh, else from Docker.
     pub async fn list(&self) -> Result<Vec<Arc<Container>>, DockerError> {
-        if self.is_fresh() {
-            return Ok(read(&self.table).running().cloned().collect());
-        }
-        Ok(self.ask_docker().await?.running().cloned().collect())
+        let all = if self.is_fresh() {
+            read(&self.table).running().cloned().collect()
+        } else {
+            self.ask_docker().await?.running().cloned().collect::<Vec<_>>()
+        };
+        Ok(all.into_iter().filter(|c| self.announceable(c)).collect())
     }
 
     /// Docker's list (and on a swarm manager, the swarm's tasks), from calls that started after this lookup
@@ -136,6 +188,9 @@ impl Ports {
     pub async fn read_all(&self, swarm: bool) -> Result<Vec<Container>, DockerError> {
         self.stats.docker_calls.fetch_add(1, Ordering::Relaxed);
         let mut list = self.client.list(self.label.as_ref()).await?;
+        if let Some(ip) = self.node_ip() {
+            list.iter_mut().for_each(|c| _ = c.ip.get_or_insert(ip));
+        }
         if swarm {
             match self.read_swarm().await {
                 Ok(tasks) => {
@@ -239,7 +294,10 @@ impl Ports {
     }
 
     /// Applies a read of `id` issued after event `event`; `None` when Docker has no such container.
-    pub fn settle(&self, id: &str, event: u64, container: Option<Container>) {
+    pub fn settle(&self, id: &str, event: u64, mut container: Option<Container>) {
+        if let (Some(c), Some(ip)) = (container.as_mut(), self.node_ip()) {
+            c.ip.get_or_insert(ip);
+        }
         let mut table = write(&self.table);
         // On a swarm manager, a task container is announced at its node's address, which only the swarm tells:
         // until the swarm's tasks are read again, it is answered from Docker.
@@ -271,6 +329,40 @@ pub fn is_container_ref(query: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn container(id: char, ip: Option<IpAddr>) -> Container {
+        Container {
+            id: id.to_string().repeat(64),
+            name: format!("node-{id}"),
+            labels: Default::default(),
+            running: true,
+            ports: vec![(6379, 32768), (16379, 32769)],
+            ip,
+            aliases: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn with_no_address_of_its_own_a_local_container_waits_for_the_node_address() {
+        let ports = Ports::new(DockerClient::new("unix:///nonexistent", std::time::Duration::from_secs(1)), None);
+        ports.announce_node_address(true);
+        let task_ip: IpAddr = "198.18.0.11".parse().unwrap();
+        ports.install(vec![container('a', None), container('b', Some(task_ip))]);
+        assert!(ports.find(&"a".repeat(12)).await.is_err(), "a local container has no address to announce yet");
+        assert!(matches!(ports.find(&"b".repeat(12)).await, Ok(Found::One(c)) if c.ip == Some(task_ip)));
+        let listed: Vec<String> = ports.list().await.unwrap().iter().map(|c| c.name.clone()).collect();
+        assert_eq!(listed, vec!["node-b".to_string()]);
+    }
+
+    #[test]
+    fn the_node_address_is_used_only_when_asked_for() {
+        let ports = Ports::new(DockerClient::new("unix:///nonexistent", std::time::Duration::from_secs(1)), None);
+        let ip: IpAddr = "198.18.0.12".parse().unwrap();
+        ports.set_node_ip(Some(ip));
+        assert_eq!(ports.node_ip(), None, "an address given on the command line wins");
+        ports.announce_node_address(false);
+        assert_eq!(ports.node_ip(), Some(ip));
+    }
 
     #[test]
     fn only_docker_names_and_ids_can_match() {

@@ -48,6 +48,17 @@ const MACHINE_LOCK: &str = "rediscover-engines";
 const MACHINE_LOCK_WAIT: Duration = Duration::from_secs(600);
 /// Where network namespaces are bound.
 const NETNS_DIR: &str = "/var/run/netns";
+/// The engine's start in its namespaces: `$0` its host name, `$1` its socket, then the daemon's command line. The
+/// socket is bound over /var/run/docker.sock in the engine's private mount namespace as soon as it appears (a socket
+/// left by a killed daemon is removed first: the bind must take the new one).
+const OWN_SOCKET: &str = r#"hostname "$0" || exit 1
+sock=$1
+shift
+rm -f "$sock"
+(i=0
+ while [ ! -S "$sock" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+ mount --bind "$sock" /var/run/docker.sock) &
+exec "$@""#;
 /// The file in a run's directory that records a swarm the fixture created on the host.
 const HOST_SWARM_MARK: &str = "host-swarm";
 
@@ -170,10 +181,13 @@ impl Engine {
         let bip = format!("{a}.{inner}.0.1/24");
         let pool = format!("base={a}.{inner}.0.0/16,size=24");
         // `ip netns exec` would remount /sys and hide the cgroups; a private mount namespace keeps what the engine
-        // mounts out of the host's view, and a UTS namespace gives it its own host name.
+        // mounts out of the host's view, and a UTS namespace gives it its own host name. In that namespace the
+        // engine's socket is also at /var/run/docker.sock, once it exists: a container that mounts the socket
+        // (rediscover) talks to the engine that runs it, as on a host of its own.
+        let socket = self.socket().to_string_lossy().into_owned();
         let child = Command::new("nsenter")
             .arg(format!("--net={NETNS_DIR}/{}", self.name))
-            .args(["unshare", "--mount", "--uts", "sh", "-c", "hostname \"$0\" && exec \"$@\"", &self.name])
+            .args(["unshare", "--mount", "--uts", "sh", "-c", OWN_SOCKET, &self.name, &socket])
             .args(["dockerd", "--config-file", &dir("daemon.json"), "--data-root", &dir("data")])
             .args(["--exec-root", &dir("exec"), "--pidfile", &dir("docker.pid"), "-H", &self.host_arg()])
             .args(["--storage-driver", &self.driver, "--label", &label])

@@ -1,0 +1,359 @@
+//! compose/swarm.sh end to end: a Redis Cluster across the engines of a real swarm (this machine's engine as the
+//! manager, extra engines as workers), formed, grown and used from the host through the addresses rediscover
+//! announced; and a single-node swarm that `swarm.sh up` makes and `swarm.sh down` leaves. Each test holds the
+//! host's swarm alone and leaves it as it found it.
+
+mod common;
+mod engines;
+
+use std::collections::{HashMap, HashSet};
+use std::net::TcpListener;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{run, run_ok, unique};
+use engines::{Engines, Host};
+
+/// How long `swarm.sh up` or `scale` may wait for cluster_state:ok (it may build the images first).
+const SETTLE: Duration = Duration::from_secs(600);
+/// How many keys go through the cluster.
+const KEYS: usize = 1000;
+
+/// One stack of the test's own, removed with `swarm.sh down` when dropped.
+struct Stack {
+    name: String,
+    discover_port: u16,
+    engines: Vec<String>,
+}
+
+impl Stack {
+    fn new(name: String, engines: Vec<String>) -> Stack {
+        // A port free on this host; the extra engines have ports of their own.
+        let discover_port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        Stack { name, discover_port, engines }
+    }
+
+    fn swarm_sh(&self, args: &[&str]) -> Output {
+        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/compose/swarm.sh"))
+            .args(args)
+            .env("STACK", &self.name)
+            .env("DISCOVER_PORT", self.discover_port.to_string())
+            .env("SWARM_ENGINES", self.engines.join(" "))
+            .env("WAIT_SECONDS", SETTLE.as_secs().to_string())
+            .output()
+            .expect("run compose/swarm.sh")
+    }
+
+    /// Runs swarm.sh, which must succeed; returns its stdout, its stderr and the wall time.
+    fn swarm_sh_ok(&self, args: &[&str]) -> (String, String, Duration) {
+        let start = Instant::now();
+        let out = self.swarm_sh(args);
+        let (stdout, stderr) =
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        if !out.status.success() {
+            let logs = run("docker", &["service", "logs", "--tail", "40", &format!("{}_manager", self.name)]);
+            panic!(
+                "swarm.sh {args:?} failed:\n{stdout}\n{stderr}\nmanager log:\n{}{}",
+                String::from_utf8_lossy(&logs.stdout),
+                String::from_utf8_lossy(&logs.stderr)
+            );
+        }
+        (stdout, stderr, start.elapsed())
+    }
+
+    /// The announce addresses (ip:port@bus) rediscover on this host lists.
+    fn members(&self) -> Vec<String> {
+        let out = run_ok("redis-cli", &["-p", &self.discover_port.to_string(), "MEMBERS"]);
+        out.lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let out = self.swarm_sh(&["down"]);
+        if !out.status.success() {
+            eprintln!("swarm.sh down failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+/// One line of CLUSTER NODES.
+#[derive(Debug, Clone)]
+struct NodeLine {
+    id: String,
+    ip: String,
+    addr: String,
+    master: bool,
+    master_id: String,
+    slots: usize,
+    flags: String,
+}
+
+fn cluster_nodes(addr: &str) -> Vec<NodeLine> {
+    let (ip, port) = addr.rsplit_once(':').expect("ip:port");
+    run_ok("redis-cli", &["-h", ip, "-p", port, "cluster", "nodes"])
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let addr = f[1].split(['@', ',']).next().unwrap_or_default().to_string();
+            NodeLine {
+                id: f[0].to_string(),
+                ip: addr.rsplit_once(':').map(|(ip, _)| ip.to_string()).unwrap_or_default(),
+                addr,
+                master: f[2].contains("master"),
+                master_id: f[3].to_string(),
+                slots: f.len().saturating_sub(8),
+                flags: f[2].to_string(),
+            }
+        })
+        .collect()
+}
+
+fn cluster_info(addr: &str) -> String {
+    let (ip, port) = addr.rsplit_once(':').expect("ip:port");
+    run_ok("redis-cli", &["-h", ip, "-p", port, "cluster", "info"])
+}
+
+/// Checks the cluster as every member sees it: state ok, `n` nodes known, every master with slots, and no
+/// replica on its master's host when the nodes are on more than one host. Returns the nodes.
+fn check_cluster(members: &[String], n: usize) -> Vec<NodeLine> {
+    assert_eq!(members.len(), n, "rediscover lists {n} nodes: {members:?}");
+    for m in members {
+        let addr = m.split('@').next().unwrap_or_default();
+        let info = cluster_info(addr);
+        assert!(info.contains("cluster_state:ok"), "{addr}: {info}");
+        assert!(info.contains(&format!("cluster_known_nodes:{n}")), "{addr}: {info}");
+    }
+    let first = members[0].split('@').next().unwrap_or_default();
+    let nodes = cluster_nodes(first);
+    assert_eq!(nodes.len(), n, "{nodes:?}");
+    assert!(nodes.iter().all(|n| !n.flags.contains("fail")), "no node failed: {nodes:?}");
+    for m in nodes.iter().filter(|n| n.master) {
+        assert!(m.slots > 0, "master {} serves slots: {nodes:?}", m.addr);
+    }
+    let ips: HashSet<&str> = nodes.iter().map(|n| n.ip.as_str()).collect();
+    let by_id: HashMap<&str, &NodeLine> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    for r in nodes.iter().filter(|n| !n.master) {
+        let master = by_id.get(r.master_id.as_str()).unwrap_or_else(|| panic!("{r:?} replicates a known master"));
+        if ips.len() > 1 {
+            assert_ne!(r.ip, master.ip, "replica {} and its master {} on one host: {nodes:?}", r.addr, master.addr);
+        }
+    }
+    nodes
+}
+
+/// Writes KEYS keys with `redis-cli -c` through one node and reads them back through another.
+fn write_and_read_keys(write_at: &str, read_at: &str, tag: &str) {
+    let cli = |addr: &str, input: String| -> String {
+        let (ip, port) = addr.rsplit_once(':').expect("ip:port");
+        let mut child = Command::new("redis-cli")
+            .args(["-c", "-h", ip, "-p", port])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run redis-cli");
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write to redis-cli");
+        let out = child.wait_with_output().expect("redis-cli ends");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let sets: String = (0..KEYS).map(|i| format!("SET {tag}:{i} v{i}\n")).collect();
+    let replies = cli(write_at, sets);
+    assert_eq!(replies.lines().filter(|l| *l == "OK").count(), KEYS, "every SET acknowledged: {replies}");
+    let gets: String = (0..KEYS).map(|i| format!("GET {tag}:{i}\n")).collect();
+    // redis-cli -c says where it follows a redirection, on a line of its own.
+    let replies = cli(read_at, gets);
+    let values: Vec<&str> = replies.lines().filter(|l| !l.starts_with("-> Redirected")).collect();
+    assert_eq!(values.len(), KEYS, "one reply per GET: {replies}");
+    for (i, value) in values.iter().enumerate() {
+        assert_eq!(*value, format!("v{i}"), "{tag}:{i} reads back");
+    }
+}
+
+/// The seconds figures of a "cluster of N nodes ok: Xs after docker stack deploy, Ys in all" line.
+fn ok_line(stdout: &str, n: usize) -> (u64, u64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("cluster of {n} nodes ok: ")))
+        .unwrap_or_else(|| panic!("no 'cluster of {n} nodes ok' line in {stdout:?}"));
+    let secs: Vec<u64> =
+        line.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).filter_map(|w| w.parse().ok()).collect();
+    (secs[1], secs[2])
+}
+
+fn have_redis_cli() {
+    assert!(
+        Command::new("redis-cli").arg("--version").output().is_ok(),
+        "redis-cli is missing: run tests/setup.sh (apt-get install redis-tools)"
+    );
+}
+
+#[test]
+fn a_cluster_spans_three_engines_and_grows_with_no_replica_beside_its_master() {
+    have_redis_cli();
+    let size: usize = std::env::var("SWARM_CLUSTER_SIZE").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
+    let host = Host::claim();
+    let before = host.swarm();
+    let mut engines = Engines::start(&host, 2);
+    engines.join_swarm();
+    let stack = Stack::new(engines.name().to_string(), engines.engines().iter().map(|e| e.host_arg()).collect());
+
+    let (stdout, _, took) = stack.swarm_sh_ok(&["up", &size.to_string()]);
+    let (after_deploy, in_all) = ok_line(&stdout, size);
+    println!(
+        "swarm: up {size} on 3 engines: {after_deploy} s after docker stack deploy, {in_all} s in all ({took:.1?})"
+    );
+    let members = stack.members();
+    let nodes = check_cluster(&members, size);
+    let ips: HashSet<&str> = nodes.iter().map(|n| n.ip.as_str()).collect();
+    assert_eq!(ips.len(), 3, "nodes on the three engines' addresses: {nodes:?}");
+    let engine_ips: HashSet<String> = engines.engines().iter().map(|e| e.addr.to_string()).collect();
+    assert!(engine_ips.iter().all(|ip| ips.contains(ip.as_str())), "{engine_ips:?} among {ips:?}");
+    let masters: Vec<&NodeLine> = nodes.iter().filter(|n| n.master).collect();
+    write_and_read_keys(&masters[0].addr, &masters[masters.len() - 1].addr, "up");
+
+    let (status, _, _) = stack.swarm_sh_ok(&["status"]);
+    assert!(status.contains("cluster_state:ok"), "{status}");
+    for engine in engines.engines() {
+        assert!(status.contains(&format!("runs on {}", engine.name)), "status names host {}: {status}", engine.name);
+    }
+
+    let grown = size + 3;
+    let (stdout, _, took) = stack.swarm_sh_ok(&["scale", &grown.to_string()]);
+    let (after_scale, _) = ok_line(&stdout, grown);
+    println!("swarm: scale {size} -> {grown}: {after_scale} s ({took:.1?})");
+    let members = stack.members();
+    let nodes = check_cluster(&members, grown);
+    assert!(nodes.iter().filter(|n| n.master).count() >= size / 2, "{nodes:?}");
+    let masters: Vec<&NodeLine> = nodes.iter().filter(|n| n.master).collect();
+    write_and_read_keys(&masters[masters.len() - 1].addr, &masters[0].addr, "scaled");
+
+    drop(stack);
+    drop(engines);
+    assert_eq!(host.swarm(), before, "the host's swarm is as it was");
+}
+
+#[test]
+fn on_an_engine_in_no_swarm_up_makes_a_single_node_swarm_and_down_leaves_it() {
+    have_redis_cli();
+    let host = Host::claim();
+    let before = host.swarm();
+    assert_eq!(
+        before.local_node_state, "inactive",
+        "this test needs an engine in no swarm: 'docker swarm leave' (if nothing else needs it) and rerun"
+    );
+    /// Leaves a swarm the test left behind, whatever way it ends.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if run_ok("docker", &["info", "-f", "{{.Swarm.LocalNodeState}}"]) != "inactive" {
+                let _ = run("docker", &["swarm", "leave", "--force"]);
+                if !self.0 {
+                    let _ = run("docker", &["network", "rm", "docker_gwbridge"]);
+                }
+            }
+        }
+    }
+    let _restore = Restore(before.gwbridge);
+    let stack = Stack::new(format!("rdtest{}", unique() % 1_000_000), Vec::new());
+    let (stdout, stderr, took) = stack.swarm_sh_ok(&["up", "6"]);
+    assert!(stderr.contains("it now manages a single-node swarm"), "up says it made a swarm: {stderr}");
+    let (after_deploy, in_all) = ok_line(&stdout, 6);
+    println!("swarm: up 6 on a single-node swarm: {after_deploy} s after deploy, {in_all} s in all ({took:.1?})");
+    let node_ip = run_ok("docker", &["node", "inspect", "self", "-f", "{{.Status.Addr}}"]);
+    let members = stack.members();
+    let nodes = check_cluster(&members, 6);
+    assert!(nodes.iter().all(|n| n.ip == node_ip), "every node at the swarm node's address {node_ip}: {nodes:?}");
+    write_and_read_keys(&nodes[0].addr, &nodes[5].addr, "single");
+
+    let out = stack.swarm_sh(&["down"]);
+    assert!(out.status.success(), "down: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("left the single-node swarm"));
+    assert_eq!(host.swarm(), before, "the engine is in no swarm again, docker_gwbridge as it was");
+}
+
+/// Writes KEYS keys, each followed by `WAIT 1`, through `addr`; returns the keys at least one replica
+/// acknowledged.
+fn write_acknowledged(addr: &str, tag: &str) -> Vec<usize> {
+    let (ip, port) = addr.rsplit_once(':').expect("ip:port");
+    let input: String = (0..KEYS).map(|i| format!("SET {tag}:{i} v{i}\nWAIT 1 2000\n")).collect();
+    let mut child = Command::new("redis-cli")
+        .args(["-c", "-h", ip, "-p", port])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run redis-cli");
+    use std::io::Write;
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write to redis-cli");
+    let out = child.wait_with_output().expect("redis-cli ends");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let replies: Vec<&str> = text.lines().filter(|l| !l.starts_with("-> Redirected")).collect();
+    assert_eq!(replies.len(), 2 * KEYS, "a reply to each SET and WAIT: {text}");
+    (0..KEYS).filter(|i| replies[2 * i] == "OK" && replies[2 * i + 1].parse::<u32>().is_ok_and(|n| n >= 1)).collect()
+}
+
+#[test]
+#[ignore = "not yet reliable: once, two replicas were seen as masters without slots right after up"]
+fn an_engine_lost_has_its_masters_replaced_on_the_other_hosts_with_no_acknowledged_write_lost() {
+    have_redis_cli();
+    let host = Host::claim();
+    let before = host.swarm();
+    let mut engines = Engines::start(&host, 2);
+    engines.join_swarm();
+    let stack = Stack::new(engines.name().to_string(), engines.engines().iter().map(|e| e.host_arg()).collect());
+    stack.swarm_sh_ok(&["up", "6"]);
+    let nodes = check_cluster(&stack.members(), 6);
+    let acked = write_acknowledged(&nodes[0].addr, "kept");
+    // A replica still catching up may leave a WAIT unanswered; what it acknowledged is what must survive.
+    assert!(acked.len() >= KEYS * 9 / 10, "most writes reached a replica while all nodes run: {}", acked.len());
+
+    // The engine whose loss takes a master, and a node on another host to watch from.
+    let lost = engines
+        .engines()
+        .iter()
+        .position(|e| nodes.iter().any(|n| n.master && n.ip == e.addr.to_string()))
+        .expect("a master on one of the extra engines");
+    let lost_ip = engines.engines()[lost].addr.to_string();
+    let survivor = nodes.iter().find(|n| n.ip != lost_ip).expect("a node on another host").addr.clone();
+    let node_timeout = Duration::from_millis(5000);
+    let killed = Instant::now();
+    engines.stop(lost);
+    let took = engines::wait_for("the cluster serves every slot without the lost engine", node_timeout * 6, || {
+        let info = cluster_info(&survivor);
+        let nodes = cluster_nodes(&survivor);
+        let lost_masters = nodes.iter().filter(|n| n.master && n.slots > 0 && n.ip == lost_ip).count();
+        if info.contains("cluster_state:ok") && lost_masters == 0 {
+            Ok(killed.elapsed())
+        } else {
+            Err(format!("{lost_masters} masters with slots on {lost_ip}; {}", info.lines().next().unwrap_or("")))
+        }
+    });
+    println!("swarm: engine {lost_ip} lost, its masters replaced, cluster_state:ok after {took:.1?}");
+    let (ip, port) = survivor.rsplit_once(':').expect("ip:port");
+    let gets: String = acked.iter().map(|i| format!("GET kept:{i}\n")).collect();
+    let mut child = Command::new("redis-cli")
+        .args(["-c", "-h", ip, "-p", port])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run redis-cli");
+    use std::io::Write;
+    child.stdin.take().expect("stdin").write_all(gets.as_bytes()).expect("write to redis-cli");
+    let out = child.wait_with_output().expect("redis-cli ends");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let values: Vec<&str> = text.lines().filter(|l| !l.starts_with("-> Redirected")).collect();
+    assert_eq!(values.len(), acked.len(), "a reply to each GET: {text}");
+    for (i, value) in acked.iter().zip(values) {
+        assert_eq!(value, format!("v{i}"), "kept:{i}, acknowledged by a replica, survives the loss");
+    }
+
+    // The host comes back: its engine rejoins the swarm, and the cluster stays whole.
+    engines.start_again(lost);
+    engines.wait_node(lost, "ready", engines::NODE_STATE);
+    let info = cluster_info(&survivor);
+    assert!(info.contains("cluster_state:ok"), "after the engine is back: {info}");
+
+    drop(stack);
+    drop(engines);
+    assert_eq!(host.swarm(), before, "the host's swarm is as it was");
+}
