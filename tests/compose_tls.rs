@@ -9,19 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cluster::{eventually, one_at_a_time, KEYS, SETTLE};
 use common::{docker_announce, run, run_ok};
-
-/// How long the cluster may take to settle once cluster.sh is done.
-const SETTLE: Duration = Duration::from_secs(240);
-/// Keys written from the host and read back.
-const KEYS: usize = 1000;
-
-/// One cluster at a time: two would share the machine's cores and skew the timings they print.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// One compose project of the test's own with its settings, removed with `cluster.sh down` when dropped,
 /// together with the certificate directory it made.
@@ -174,18 +163,6 @@ fn redis_cli(args: &[String], stdin: &str, env: &[(&str, &str)]) -> String {
         .collect();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     text
-}
-
-/// Polls `check` until it returns Ok, or panics with its last complaint after `SETTLE`.
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => panic!("{what}: still not so after {SETTLE:?}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
 }
 
 /// Every running node reports cluster_state:ok, knows `n` nodes and announces itself as Docker published it;

@@ -59,19 +59,26 @@ fn container_numbers(project: &Project) -> BTreeSet<u32> {
         .collect()
 }
 
-#[test]
-fn scale_in_moves_the_slots_away_and_forgets_the_removed_nodes() {
-    let _serial = one_at_a_time();
-    let project = Project::new();
+/// `up 6`, settled with a replica for each master, and `KEYS` keys written and read back: the cluster's nodes
+/// and the node the keys went through.
+fn up_six_with_keys(project: &Project) -> (Vec<NodeLine>, String) {
     let (line, took) = project.cluster_sh_ok(&["up", "6"]);
     eprintln!("lifecycle: up 6: {line}; {:.1} s", took.as_secs_f64());
     let nodes = eventually("3 masters with a replica each", || {
-        let nodes = settled(&project, 6)?;
+        let nodes = settled(project, 6)?;
         every_master_replicated(&nodes, 3).map(|()| nodes)
     });
     let entry = nodes[0].addr.clone();
     write_keys(&entry, "key:");
     read_keys(&entry, "key:", KEYS).unwrap_or_else(|e| panic!("keys after up 6: {e}"));
+    (nodes, entry)
+}
+
+#[test]
+fn scale_in_moves_the_slots_away_and_forgets_the_removed_nodes() {
+    let _serial = one_at_a_time();
+    let project = Project::new();
+    let (_, entry) = up_six_with_keys(&project);
 
     // A size that cannot keep a replica for each of 3 masters is refused without --force, and nothing moves.
     let refused = project.cluster_sh(&["scale", "4"]);
@@ -205,15 +212,7 @@ fn scale_in_moves_the_slots_away_and_forgets_the_removed_nodes() {
 fn a_destroyed_master_is_forgotten_everywhere_and_replaced() {
     let _serial = one_at_a_time();
     let project = Project::new();
-    let (line, took) = project.cluster_sh_ok(&["up", "6"]);
-    eprintln!("lifecycle: up 6: {line}; {:.1} s", took.as_secs_f64());
-    let nodes = eventually("3 masters with a replica each", || {
-        let nodes = settled(&project, 6)?;
-        every_master_replicated(&nodes, 3).map(|()| nodes)
-    });
-    let entry = nodes[0].addr.clone();
-    write_keys(&entry, "key:");
-    read_keys(&entry, "key:", KEYS).unwrap_or_else(|e| panic!("keys after up 6: {e}"));
+    let (nodes, _) = up_six_with_keys(&project);
 
     // A stopped node is failed, not gone: it stays known, and comes back when started.
     let (_, replicas) = masters_and_replicas(&nodes);
