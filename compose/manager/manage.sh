@@ -315,13 +315,24 @@ touch "$names" || { say "cannot write $names: set NAMES_FILE to a writable file"
 # the node's own address in the compose network (its CLIENT INFO laddr) through the network's DNS, which
 # answers reverse lookups with "<container name>.<network>"; a node whose name cannot be told is asked again
 # next round.
+unnamed=
 learn_names() {
   for m in $1; do
     grep -q " $m " "$names" && continue
     id=$(node "$m" CLUSTER MYID 2>/dev/null) || continue
     laddr=$(node "$m" CLIENT INFO 2>/dev/null | tr ' ' '\n' | sed -n 's/^laddr=//p')
     name=$(getent hosts "${laddr%:*}" 2>/dev/null | awk '{ print $2; exit }')
-    [ -n "$name" ] || { say_once "cannot tell the container of $m ($id) from its address ${laddr%:*}: asking again"; continue; }
+    if [ -z "$name" ]; then
+      # Said once a node: the question is asked again every round.
+      case " $unnamed " in
+        *" $id "*) ;;
+        *)
+          say "cannot tell the container of $m ($id) from its address ${laddr%:*}: asking again each round, and until then it is not forgotten when it goes"
+          unnamed="$unnamed $id"
+          ;;
+      esac
+      continue
+    fi
     { grep -v "^$id " "$names" || true; echo "$id $m ${name%%.*}"; } >"$names.new" && mv "$names.new" "$names"
   done
 }
