@@ -143,8 +143,8 @@ refuse_shrink() {
   [ "$1" -ge "$now" ] || die "$now nodes exist and shrinking is not supported: move the slots off nodes with redis-cli --cluster reshard/del-node, or '$0 down'"
 }
 
-# True when N nodes are listed, each reports cluster_state:ok and knows N nodes, and redis-cli finds no open
-# slot and nothing to rebalance (the manager has finished).
+# True when N nodes are listed, each reports cluster_state:ok, knows N nodes and sees every master serve slots,
+# and redis-cli finds no open slot and nothing to rebalance (the manager has finished).
 cluster_ok() {
   local n=$1 all m info addr
   all=$(members_any | tr -d '\r') || return 1
@@ -154,6 +154,10 @@ cluster_ok() {
     info=$(cli -h "${addr%:*}" -p "${addr##*:}" cluster info 2>/dev/null | tr -d '\r') || return 1
     grep -qx cluster_state:ok <<<"$info" || return 1
     grep -qx "cluster_known_nodes:$n" <<<"$info" || return 1
+    # Every node has heard of every role change: no master without slots (a replica still seen as the empty
+    # master it was before it replicated), no node failed or joining.
+    cli -h "${addr%:*}" -p "${addr##*:}" cluster nodes 2>/dev/null \
+      | awk '$3 ~ /fail|handshake|noaddr/ || ($3 ~ /master/ && NF == 8) { bad = 1 } END { exit bad }' || return 1
   done
   cli --cluster check "$addr" >/dev/null 2>&1 || return 1
   cli --cluster rebalance "$addr" --cluster-use-empty-masters --cluster-simulate 2>/dev/null \

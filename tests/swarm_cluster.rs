@@ -51,12 +51,7 @@ impl Stack {
         let (stdout, stderr) =
             (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
         if !out.status.success() {
-            let logs = run("docker", &["service", "logs", "--tail", "40", &format!("{}_manager", self.name)]);
-            panic!(
-                "swarm.sh {args:?} failed:\n{stdout}\n{stderr}\nmanager log:\n{}{}",
-                String::from_utf8_lossy(&logs.stdout),
-                String::from_utf8_lossy(&logs.stderr)
-            );
+            panic!("swarm.sh {args:?} failed:\n{stdout}\n{stderr}");
         }
         (stdout, stderr, start.elapsed())
     }
@@ -68,8 +63,19 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// The last lines the cluster manager logged.
+    fn manager_log(&self) -> String {
+        let logs = run("docker", &["service", "logs", "--tail", "60", &format!("{}_manager", self.name)]);
+        format!("{}{}", String::from_utf8_lossy(&logs.stdout), String::from_utf8_lossy(&logs.stderr))
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("manager log of stack {}:\n{}", self.name, self.manager_log());
+        }
         let out = self.swarm_sh(&["down"]);
         if !out.status.success() {
             eprintln!("swarm.sh down failed: {}", String::from_utf8_lossy(&out.stderr));
