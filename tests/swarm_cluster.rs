@@ -11,6 +11,7 @@ use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::cluster::redis_cli;
 use common::{run, run_ok, unique};
 use engines::{Engines, Host};
 
@@ -152,24 +153,14 @@ fn check_cluster(members: &[String], n: usize) -> Vec<NodeLine> {
 fn write_and_read_keys(write_at: &str, read_at: &str, tag: &str) {
     let cli = |addr: &str, input: String| -> String {
         let (ip, port) = addr.rsplit_once(':').expect("ip:port");
-        let mut child = Command::new("redis-cli")
-            .args(["-c", "-h", ip, "-p", port])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("run redis-cli");
-        use std::io::Write;
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write to redis-cli");
-        let out = child.wait_with_output().expect("redis-cli ends");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        redis_cli(&["-c", "-h", ip, "-p", port], &input)
     };
     let sets: String = (0..KEYS).map(|i| format!("SET {tag}:{i} v{i}\n")).collect();
     let replies = cli(write_at, sets);
     assert_eq!(replies.lines().filter(|l| *l == "OK").count(), KEYS, "every SET acknowledged: {replies}");
     let gets: String = (0..KEYS).map(|i| format!("GET {tag}:{i}\n")).collect();
-    // redis-cli -c says where it follows a redirection, on a line of its own.
     let replies = cli(read_at, gets);
-    let values: Vec<&str> = replies.lines().filter(|l| !l.starts_with("-> Redirected")).collect();
+    let values: Vec<&str> = replies.lines().collect();
     assert_eq!(values.len(), KEYS, "one reply per GET: {replies}");
     for (i, value) in values.iter().enumerate() {
         assert_eq!(*value, format!("v{i}"), "{tag}:{i} reads back");
@@ -283,17 +274,8 @@ fn on_an_engine_in_no_swarm_up_makes_a_single_node_swarm_and_down_leaves_it() {
 fn write_acknowledged(addr: &str, tag: &str) -> Vec<usize> {
     let (ip, port) = addr.rsplit_once(':').expect("ip:port");
     let input: String = (0..KEYS).map(|i| format!("SET {tag}:{i} v{i}\nWAIT 1 2000\n")).collect();
-    let mut child = Command::new("redis-cli")
-        .args(["-c", "-h", ip, "-p", port])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run redis-cli");
-    use std::io::Write;
-    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write to redis-cli");
-    let out = child.wait_with_output().expect("redis-cli ends");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let replies: Vec<&str> = text.lines().filter(|l| !l.starts_with("-> Redirected")).collect();
+    let text = redis_cli(&["-c", "-h", ip, "-p", port], &input);
+    let replies: Vec<&str> = text.lines().collect();
     assert_eq!(replies.len(), 2 * KEYS, "a reply to each SET and WAIT: {text}");
     (0..KEYS).filter(|i| replies[2 * i] == "OK" && replies[2 * i + 1].parse::<u32>().is_ok_and(|n| n >= 1)).collect()
 }
@@ -336,17 +318,8 @@ fn an_engine_lost_has_its_masters_replaced_on_the_other_hosts_with_no_acknowledg
     println!("swarm: engine {lost_ip} lost, its masters replaced, cluster_state:ok after {took:.1?}");
     let (ip, port) = survivor.rsplit_once(':').expect("ip:port");
     let gets: String = acked.iter().map(|i| format!("GET kept:{i}\n")).collect();
-    let mut child = Command::new("redis-cli")
-        .args(["-c", "-h", ip, "-p", port])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run redis-cli");
-    use std::io::Write;
-    child.stdin.take().expect("stdin").write_all(gets.as_bytes()).expect("write to redis-cli");
-    let out = child.wait_with_output().expect("redis-cli ends");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let values: Vec<&str> = text.lines().filter(|l| !l.starts_with("-> Redirected")).collect();
+    let text = redis_cli(&["-c", "-h", ip, "-p", port], &gets);
+    let values: Vec<&str> = text.lines().collect();
     assert_eq!(values.len(), acked.len(), "a reply to each GET: {text}");
     for (i, value) in acked.iter().zip(values) {
         assert_eq!(value, format!("v{i}"), "kept:{i}, acknowledged by a replica, survives the loss");
