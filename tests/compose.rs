@@ -9,7 +9,8 @@ use std::process::Command;
 
 use common::cluster::{
     cluster_nodes, container_of, eventually, info_field, masters_and_replicas, node_cmd, node_cmd_c, one_at_a_time,
-    read_keys, settled, volumes_of, without_redirections, write_acknowledged, write_keys, Project, KEYS,
+    promoted, read_keys, replicated_master, settled, volumes_of, without_redirections, write_acknowledged, write_keys,
+    Project, KEYS,
 };
 use common::{docker_announce, run, run_ok};
 
@@ -115,27 +116,12 @@ fn compose_cluster_forms_grows_fails_over_and_goes_away() {
     read_keys(&entry, "key:", KEYS).unwrap_or_else(|e| panic!("keys after scale 9: {e}"));
 
     // 4. A master stops: its replica takes over, and acknowledged writes survive.
-    let (masters, replicas) = masters_and_replicas(&nodes);
-    let victim = masters
-        .iter()
-        .find(|m| replicas.iter().any(|r| r.master_id == m.id))
-        .map(|m| (*m).clone())
-        .expect("a master with a replica");
-    let heir = replicas.iter().find(|r| r.master_id == victim.id).map(|r| r.id.clone()).expect("its replica");
+    let (victim, heir) = replicated_master(&nodes);
     let acked = write_acknowledged(&victim.addr, "acked");
     let victim_container = container_of(&project, &victim.addr);
     run_ok("docker", &["stop", &victim_container]);
     let survivor = nodes.iter().find(|n| n.id != victim.id).map(|n| n.addr.clone()).expect("another node");
-    eventually("the replica promoted and cluster_state:ok", || {
-        let state = info_field(&survivor, "cluster_state").unwrap_or_default();
-        let nodes = cluster_nodes(&survivor);
-        let promoted = nodes.iter().any(|n| n.id == heir && n.is_master() && n.slots > 0);
-        if state == "ok" && promoted {
-            Ok(())
-        } else {
-            Err(format!("cluster_state {state}, replica promoted: {promoted}"))
-        }
-    });
+    eventually("the replica promoted and cluster_state:ok", || promoted(&survivor, &heir));
     eventually("keys after the failover", || read_keys(&survivor, "key:", KEYS));
     for k in &acked {
         let got = node_cmd_c(&survivor, &["GET", k]);
@@ -254,7 +240,7 @@ fn compose_cluster_with_a_password_serves_only_clients_that_give_it() {
     let _serial = one_at_a_time();
     let mut project = Project::new();
     let password = format!("secret-{}", common::unique());
-    project.password = Some(password.clone());
+    project.env.insert("REDIS_PASSWORD", password.clone());
     let (line, took) = project.cluster_sh_ok(&["up", "3"]);
     eprintln!("compose: up 3 with a password: {line}; {:.1} s wall time", took.as_secs_f64());
 

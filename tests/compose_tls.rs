@@ -3,112 +3,15 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use common::cluster::{eventually, one_at_a_time, KEYS, SETTLE};
-use common::{docker_announce, run, run_ok};
-
-/// One compose project of the test's own with its settings, removed with `cluster.sh down` when dropped,
-/// together with the certificate directory it made.
-struct Project {
-    name: String,
-    discover_port: u16,
-    announce_ip: String,
-    /// Environment for every cluster.sh call: TLS=1, DISCOVER_PASSWORD and so on.
-    env: BTreeMap<&'static str, String>,
-    /// TLS_DIR, when the project speaks TLS.
-    tls_dir: Option<PathBuf>,
-}
+use common::cluster::{eventually, one_at_a_time, redis_cli_env, Project, KEYS};
+use common::run_ok;
 
 impl Project {
-    fn new() -> Project {
-        let name = format!("rdtest{}t{}", std::process::id(), common::unique() % 1_000_000);
-        // Its own rediscover port, below the ephemeral range where Docker picks the nodes' host ports.
-        let discover_port = (0..100)
-            .map(|i| 20_000 + ((common::unique() + i) % 10_000) as u16)
-            .find(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
-            .expect("a free port for rediscover between 20000 and 29999");
-        let announce_ip = rediscover::config::resolve_announce_ip(None, None)
-            .expect("this host has a default route (rediscover announces its address)")
-            .to_string();
-        Project { name, discover_port, announce_ip, env: BTreeMap::new(), tls_dir: None }
-    }
-
-    /// Makes the project speak TLS, with certificates cluster.sh makes in a directory of its own.
-    fn with_tls(mut self) -> Project {
-        let dir = std::env::temp_dir().join(format!("{}-tls", self.name));
-        self.env.insert("TLS", "1".to_string());
-        self.env.insert("TLS_DIR", dir.display().to_string());
-        self.tls_dir = Some(dir);
-        self
-    }
-
-    fn cluster_sh(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/compose/cluster.sh"));
-        command
-            .args(args)
-            .env("COMPOSE_PROJECT_NAME", &self.name)
-            .env("DISCOVER_PORT", self.discover_port.to_string())
-            .env("WAIT_SECONDS", SETTLE.as_secs().to_string());
-        for name in ["REDIS_PASSWORD", "TLS", "TLS_DIR", "DISCOVER_TLS", "DISCOVER_PASSWORD", "ANNOUNCE_HOSTNAME"] {
-            command.env_remove(name);
-        }
-        command.envs(&self.env);
-        command.output().expect("run compose/cluster.sh")
-    }
-
-    /// Runs cluster.sh, which must succeed; returns its standard output and the wall time.
-    fn cluster_sh_ok(&self, args: &[&str]) -> (String, Duration) {
-        let start = Instant::now();
-        let out = self.cluster_sh(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
-        assert!(
-            out.status.success(),
-            "cluster.sh {args:?} failed:\n{}\n{}\nmanager log:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-            String::from_utf8_lossy(&out.stdout),
-            self.log("manager")
-        );
-        (String::from_utf8_lossy(&out.stdout).to_string(), start.elapsed())
-    }
-
-    /// The last lines a service's first container logged.
-    fn log(&self, service: &str) -> String {
-        self.containers(service, true)
-            .first()
-            .map(|id| {
-                let out = run("docker", &["logs", "--tail", "60", id]);
-                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-            })
-            .unwrap_or_default()
-    }
-
-    /// Container ids of a service, running ones only unless `all`.
-    fn containers(&self, service: &str, all: bool) -> Vec<String> {
-        let project = format!("label=com.docker.compose.project={}", self.name);
-        let service = format!("label=com.docker.compose.service={service}");
-        let mut args = vec!["ps", "-q", "--no-trunc", "--filter", &project, "--filter", &service];
-        if all {
-            args.push("-a");
-        }
-        run_ok("docker", &args).lines().map(str::to_string).collect()
-    }
-
-    /// The announce string (ip:port@bus) of every running node, as Docker publishes its ports.
-    fn members(&self) -> BTreeSet<String> {
-        self.containers("redis", false).iter().map(|id| docker_announce(id, &self.announce_ip)).collect()
-    }
-
-    /// A file of TLS_DIR.
-    fn tls_file(&self, name: &str) -> String {
-        self.tls_dir.as_ref().expect("a TLS project").join(name).display().to_string()
-    }
-
     /// redis-cli from the host to one node (`ip:port@bus` or `ip:port`): over TLS, trusting only the project's
     /// CA and showing no certificate, when the project speaks TLS. `stdin` lines are sent as commands.
     fn cli(&self, addr: &str, args: &[&str], stdin: &str) -> String {
@@ -124,51 +27,16 @@ impl Project {
     }
 }
 
-impl Drop for Project {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("manager log of {}:\n{}", self.name, self.log("manager"));
-            eprintln!("first node's log of {}:\n{}", self.name, self.log("redis"));
-        }
-        let _ = self.cluster_sh(&["down"]);
-        if let Some(dir) = &self.tls_dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-/// redis-cli from the host with these arguments and extra environment; `stdin` lines are sent as commands. The
-/// lines redis-cli -c prints for the redirections it follows are left out.
+/// redis-cli from the host with these arguments and extra environment: what it printed, standard error last.
 fn redis_cli(args: &[String], stdin: &str, env: &[(&str, &str)]) -> String {
-    let mut child = Command::new("redis-cli")
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("redis-cli is missing: apt-get install redis-tools (.ci/run does)");
-    let mut input = child.stdin.take().expect("stdin is piped");
-    let text = stdin.to_string();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(text.as_bytes());
-    });
-    let out = child.wait_with_output().expect("wait for redis-cli");
-    let _ = writer.join();
-    let mut text: String = String::from_utf8_lossy(&out.stdout)
-        .replace('\r', "")
-        .lines()
-        .filter(|l| !l.starts_with("-> Redirected"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    text
+    let (stdout, stderr) = redis_cli_env(args, stdin, env);
+    stdout + &stderr
 }
 
 /// Every running node reports cluster_state:ok, knows `n` nodes and announces itself as Docker published it;
 /// returns CLUSTER NODES as the first node sees it.
 fn settled(project: &Project, n: usize) -> Result<String, String> {
-    let members = project.members();
+    let members = project.expected_members();
     if members.len() != n {
         return Err(format!("{} nodes run", members.len()));
     }
@@ -268,7 +136,7 @@ fn tls_cluster_serves_tls_only_grows_and_rediscover_wants_its_password() {
     }
     let nodes =
         eventually("6 nodes with cluster_state:ok, each announcing its published TLS port", || settled(&project, 6));
-    let members: Vec<String> = project.members().into_iter().collect();
+    let members: Vec<String> = project.expected_members().into_iter().collect();
     let masters = masters(&nodes);
     assert_eq!(masters.len(), 3, "{nodes}");
     // CLUSTER SHARDS names each node's published port as its TLS port, and no plain-text port.
@@ -309,7 +177,7 @@ fn tls_cluster_serves_tls_only_grows_and_rediscover_wants_its_password() {
         took.as_secs_f64()
     );
     eventually("7 nodes with cluster_state:ok", || settled(&project, 7));
-    let members: Vec<String> = project.members().into_iter().collect();
+    let members: Vec<String> = project.expected_members().into_iter().collect();
     let newcomer = members.iter().find(|m| !before.contains(*m)).expect("a new node").clone();
     let gets: String = (0..KEYS).map(|i| format!("GET key:{i}\n")).collect();
     let replies = project.cli(&newcomer, &["-c"], &gets);
@@ -356,7 +224,7 @@ fn tls_cluster_serves_tls_only_grows_and_rediscover_wants_its_password() {
     assert!(stranger.contains("NOAUTH"), "rediscover without its password: {stranger}");
     let listed = with_cert(&["MEMBERS", "LABEL", &label], &[("REDISCLI_AUTH", &password)]);
     let listed: BTreeSet<String> = listed.lines().map(str::to_string).collect();
-    assert_eq!(listed, project.members(), "MEMBERS with the password");
+    assert_eq!(listed, project.expected_members(), "MEMBERS with the password");
     assert_eq!(listed.len(), 7, "MEMBERS with the password");
     let no_cert = redis_cli(&["--tls", "--cacert", &ca, "-p", &discover, "PING"].map(str::to_string), "", &[]);
     assert!(!no_cert.contains("PONG"), "rediscover without a client certificate: {no_cert}");
@@ -399,7 +267,7 @@ fn cluster_with_a_host_name_announces_it_and_sends_clients_there() {
         let addr = line.split_whitespace().nth(1).unwrap_or_default();
         assert!(addr.ends_with(",localhost"), "CLUSTER NODES without the host name: {line}");
     }
-    let members: Vec<String> = project.members().into_iter().collect();
+    let members: Vec<String> = project.expected_members().into_iter().collect();
     let shards = project.cli(&members[0], &["cluster", "shards"], "");
     let fields: Vec<&str> = shards.lines().collect();
     let after = |name: &str| fields.windows(2).filter(|w| w[0] == name).map(|w| w[1]).collect::<Vec<_>>();

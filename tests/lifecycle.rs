@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use common::cluster::{
-    cluster_nodes, container_of, eventually, info_field, masters_and_replicas, node_cmd, one_at_a_time,
-    read_acknowledged, read_keys, settled, volumes_of, write_acknowledged, write_keys, NodeLine, Project, KEYS,
+    cluster_nodes, container_of, eventually, info_field, masters_and_replicas, node_cmd, one_at_a_time, promoted,
+    read_acknowledged, read_keys, replicated_master, settled, volumes_of, write_acknowledged, write_keys, NodeLine,
+    Project, KEYS,
 };
 use common::run_ok;
 
@@ -237,28 +238,14 @@ fn a_destroyed_master_is_forgotten_everywhere_and_replaced() {
     read_keys(&others[0], "key:", KEYS).unwrap_or_else(|e| panic!("keys after the stop: {e}"));
 
     // A master with writes a replica acknowledged has its container destroyed.
-    let (masters, replicas) = masters_and_replicas(&nodes);
-    let victim = masters
-        .iter()
-        .find(|m| replicas.iter().any(|r| r.master_id == m.id))
-        .map(|m| (*m).clone())
-        .expect("a master with a replica");
-    let heir = replicas.iter().find(|r| r.master_id == victim.id).map(|r| r.id.clone()).expect("its replica");
+    let (victim, heir) = replicated_master(&nodes);
     let acked = write_acknowledged(&victim.addr, "acked");
     let victim_container = container_of(&project, &victim.addr);
     let survivor = nodes.iter().find(|n| n.id != victim.id).map(|n| n.addr.clone()).expect("another node");
     let start = Instant::now();
     run_ok("docker", &["rm", "-f", "-v", &victim_container]);
 
-    eventually("the replica promoted and cluster_state:ok", || {
-        let state = info_field(&survivor, "cluster_state").unwrap_or_default();
-        let promoted = cluster_nodes(&survivor).iter().any(|n| n.id == heir && n.is_master() && n.slots > 0);
-        if state == "ok" && promoted {
-            Ok(())
-        } else {
-            Err(format!("cluster_state {state}, replica promoted: {promoted}"))
-        }
-    });
+    eventually("the replica promoted and cluster_state:ok", || promoted(&survivor, &heir));
     let failover = start.elapsed();
     read_keys(&survivor, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the failover: {e}"));
     read_acknowledged(&survivor, &acked).unwrap_or_else(|e| panic!("after the failover: {e}"));

@@ -1,8 +1,9 @@
 //! A compose cluster seen from the host: one compose project per test, run with compose/cluster.sh and
 //! removed when dropped, its nodes asked with redis-cli through their published ports.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,10 @@ pub struct Project {
     pub name: String,
     pub discover_port: u16,
     pub announce_ip: String,
-    /// REDIS_PASSWORD for cluster.sh, if any.
-    pub password: Option<String>,
+    /// Environment for every cluster.sh call: REDIS_PASSWORD, TLS=1, DISCOVER_PASSWORD and so on.
+    pub env: BTreeMap<&'static str, String>,
+    /// TLS_DIR, when the project speaks TLS: removed with the project.
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Project {
@@ -43,7 +46,7 @@ impl Project {
         let announce_ip = rediscover::config::resolve_announce_ip(None, None)
             .expect("this host has a default route (rediscover announces its address)")
             .to_string();
-        Project { name, discover_port, announce_ip, password: None }
+        Project { name, discover_port, announce_ip, env: BTreeMap::new(), tls_dir: None }
     }
 
     pub fn cluster_sh_command(&self, args: &[&str]) -> Command {
@@ -53,11 +56,25 @@ impl Project {
             .env("COMPOSE_PROJECT_NAME", &self.name)
             .env("DISCOVER_PORT", self.discover_port.to_string())
             .env("WAIT_SECONDS", SETTLE.as_secs().to_string());
-        match &self.password {
-            Some(password) => command.env("REDIS_PASSWORD", password),
-            None => command.env_remove("REDIS_PASSWORD"),
-        };
+        for name in ["REDIS_PASSWORD", "TLS", "TLS_DIR", "DISCOVER_TLS", "DISCOVER_PASSWORD", "ANNOUNCE_HOSTNAME"] {
+            command.env_remove(name);
+        }
+        command.envs(&self.env);
         command
+    }
+
+    /// Makes the project speak TLS, with certificates cluster.sh makes in a directory of its own.
+    pub fn with_tls(mut self) -> Project {
+        let dir = std::env::temp_dir().join(format!("{}-tls", self.name));
+        self.env.insert("TLS", "1".to_string());
+        self.env.insert("TLS_DIR", dir.display().to_string());
+        self.tls_dir = Some(dir);
+        self
+    }
+
+    /// A file of TLS_DIR.
+    pub fn tls_file(&self, name: &str) -> String {
+        self.tls_dir.as_ref().expect("a TLS project").join(name).display().to_string()
     }
 
     pub fn cluster_sh(&self, args: &[&str]) -> Output {
@@ -83,7 +100,7 @@ impl Project {
         self.checked(&args, out, running.start.elapsed())
     }
 
-    /// Runs cluster.sh, which must succeed; returns its last line and the wall time.
+    /// Runs cluster.sh, which must succeed; returns its standard output and the wall time.
     pub fn cluster_sh_ok(&self, args: &[&str]) -> (String, Duration) {
         let start = Instant::now();
         let out = self.cluster_sh(args);
@@ -100,13 +117,17 @@ impl Project {
             String::from_utf8_lossy(&out.stdout),
             self.manager_log()
         );
-        let last = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
-        (last, elapsed)
+        (String::from_utf8_lossy(&out.stdout).trim_end().to_string(), elapsed)
     }
 
     pub fn manager_log(&self) -> String {
-        let ids = self.containers("manager", true);
-        ids.first()
+        self.log("manager")
+    }
+
+    /// The last lines a service's first container logged.
+    pub fn log(&self, service: &str) -> String {
+        self.containers(service, true)
+            .first()
             .map(|id| {
                 let out = run("docker", &["logs", "--tail", "150", id]);
                 format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
@@ -208,15 +229,26 @@ impl Drop for Project {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("manager log of {}:\n{}", self.name, self.manager_log());
+            eprintln!("first node's log of {}:\n{}", self.name, self.log("redis"));
         }
         let _ = self.cluster_sh(&["down"]);
+        if let Some(dir) = &self.tls_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
 /// redis-cli from the host; `stdin` lines are sent as commands, one reply a line comes back.
 pub fn redis_cli(args: &[&str], stdin: &str) -> String {
+    redis_cli_env(args, stdin, &[]).0
+}
+
+/// redis-cli from the host with extra environment: its standard output (without the lines `-c` prints for the
+/// redirections it follows) and its standard error.
+pub fn redis_cli_env<S: AsRef<std::ffi::OsStr>>(args: &[S], stdin: &str, env: &[(&str, &str)]) -> (String, String) {
     let mut child = Command::new("redis-cli")
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -229,7 +261,7 @@ pub fn redis_cli(args: &[&str], stdin: &str) -> String {
     });
     let out = child.wait_with_output().expect("wait for redis-cli");
     let _ = writer.join();
-    without_redirections(&out.stdout)
+    (without_redirections(&out.stdout), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Output of redis-cli -c without the line it prints for each redirection it follows.
@@ -433,4 +465,27 @@ pub fn read_acknowledged(entry: &str, keys: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A master that has a replica, and the id of that replica.
+pub fn replicated_master(nodes: &[NodeLine]) -> (NodeLine, String) {
+    let (masters, replicas) = masters_and_replicas(nodes);
+    let master = masters
+        .iter()
+        .find(|m| replicas.iter().any(|r| r.master_id == m.id))
+        .map(|m| (*m).clone())
+        .expect("a master with a replica");
+    let heir = replicas.iter().find(|r| r.master_id == master.id).map(|r| r.id.clone()).expect("its replica");
+    (master, heir)
+}
+
+/// Ok once `survivor` reports cluster_state:ok and sees `heir` as a master that serves slots.
+pub fn promoted(survivor: &str, heir: &str) -> Result<(), String> {
+    let state = info_field(survivor, "cluster_state").unwrap_or_default();
+    let promoted = cluster_nodes(survivor).iter().any(|n| n.id == heir && n.is_master() && n.slots > 0);
+    if state == "ok" && promoted {
+        Ok(())
+    } else {
+        Err(format!("cluster_state {state}, replica promoted: {promoted}"))
+    }
 }
