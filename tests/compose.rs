@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::time::Instant;
 
 use common::cluster::{
     cluster_nodes, container_of, eventually, info_field, masters_and_replicas, node_cmd, node_cmd_c, one_at_a_time,
@@ -208,7 +209,38 @@ fn compose_cluster_forms_grows_fails_over_and_goes_away() {
     });
     read_keys(&nodes[0].addr, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the stop: {e}"));
 
-    // 7. Down leaves nothing of the project behind.
+    // 7. A node the cluster forgot while it was away comes back with its old nodes.conf and data (as a swarm
+    // task whose slot starts again where an earlier task left its volume): nobody answers it, so the manager
+    // empties it and adds it as a new node.
+    let (masters, replicas) = masters_and_replicas(&nodes);
+    let shape = (masters.len(), replicas.len());
+    let lost = replicas.first().map(|r| (*r).clone()).expect("a replica");
+    let lost_container = container_of(&project, &lost.addr);
+    run_ok("docker", &["stop", &lost_container]);
+    for n in nodes.iter().filter(|n| n.id != lost.id) {
+        let said = node_cmd(&n.addr, &["CLUSTER", "FORGET", &lost.id]);
+        assert_eq!(said.trim(), "OK", "{} forgets {}", n.addr, lost.id);
+    }
+    let forgotten = Instant::now();
+    run_ok("docker", &["start", &lost_container]);
+    let nodes = eventually("the forgotten node emptied and added again as a new node", || {
+        let nodes = settled(&project, 9)?;
+        let now = docker_announce(&lost_container, &project.announce_ip);
+        match nodes.iter().find(|n| n.addr == now) {
+            Some(n) if n.id != lost.id && !nodes.iter().any(|o| o.id == lost.id) => Ok(nodes),
+            other => Err(format!("the node at {now} is {other:?}")),
+        }
+    });
+    eprintln!(
+        "compose: a forgotten node back with its old state joined again as a new node after {:.1?}",
+        forgotten.elapsed()
+    );
+    let (masters, replicas) = masters_and_replicas(&nodes);
+    assert_eq!((masters.len(), replicas.len()), shape, "as many masters and replicas as before: {nodes:?}");
+    assert!(nodes.iter().all(|n| !n.is_master() || n.slots > 0), "no idle master: {nodes:?}");
+    read_keys(&nodes[0].addr, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the forgotten node: {e}"));
+
+    // 8. Down leaves nothing of the project behind.
     let volumes = volumes_of(&project.containers("redis", true));
     assert!(volumes.len() >= 9, "each node has its own /data volume: {volumes:?}");
     project.cluster_sh_ok(&["down"]);

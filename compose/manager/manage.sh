@@ -15,6 +15,8 @@
 #   CLUSTER_REPLICAS  replicas per master in the first cluster (1; 0 when CLUSTER_SIZE is too small for them)
 #   WATCH_INTERVAL    seconds between looks for new nodes (1)
 #   CALL_TIMEOUT      seconds one redis-cli command to one node may take (5)
+#   FORGOTTEN_AFTER   seconds a member unknown to the cluster may know it before it counts as a forgotten node
+#                     back with old state, and is emptied and added again (20)
 #   CLUSTER_OP_TIMEOUT  seconds one redis-cli --cluster operation may take (600); a slower one is cut short
 #                     and finished by the next round
 #   REDIS_PASSWORD    the nodes' password, if they have one
@@ -243,6 +245,26 @@ settle_slots() {
   cluster_op rebalance "${1%@*}" --cluster-use-empty-masters --cluster-yes
 }
 
+# forgotten ADDRESS ID NODES: true when the member, unknown to the cluster (NODES: CLUSTER NODES of the entry
+# node), has known some of the cluster's nodes for FORGOTTEN_AFTER seconds (20) of rounds: the cluster forgot it
+# (failed, serving no slot, its container gone) and it came back with its old nodes.conf and data, as a swarm
+# task does when the swarm starts its slot again on a host where an earlier task of that slot left its volume.
+# Nobody answers it, and its slots are served by others: what it holds is out of date. A node that joins knows
+# the cluster too, but only for the moment of its handshake.
+suspects=
+forgotten() {
+  ids=$(echo "$3" | awk '{ printf " %s", $1 }')
+  if ! node "$1" CLUSTER NODES 2>/dev/null | awk -v ids="$ids " '
+    $3 !~ /myself/ && index(ids, " " $1 " ") { found = 1 } END { exit !found }'; then
+    suspects=$(echo "$suspects" | tr ' ' '\n' | grep -v "^$2=" | tr '\n' ' ')
+    return 1
+  fi
+  now_s=$(date +%s)
+  since=$(echo "$suspects" | tr ' ' '\n' | sed -n "s/^$2=//p")
+  [ -n "$since" ] || { suspects="$suspects $2=$now_s"; since=$now_s; }
+  [ $((now_s - since)) -ge "${FORGOTTEN_AFTER:-20}" ]
+}
+
 # Brings every member into the cluster; fails when something is left for the next round.
 reconcile() {
   if ! entry=$(entry_node "$1"); then
@@ -279,8 +301,13 @@ reconcile() {
       pending=1
       continue
     fi
+    if forgotten "$m" "$id" "$nodes"; then
+      say "$m ($id) knows this cluster, which forgot it long ago: it is a lost node back with its old state (its slots went to others); emptying it (FLUSHALL, CLUSTER RESET HARD) to add it as a new node"
+      node "$m" FLUSHALL >/dev/null 2>&1 || true
+      node "$m" CLUSTER RESET HARD >/dev/null || { pending=1; continue; }
+    fi
     if in_cluster "$m"; then
-      say "$m ($id) is in another cluster or still joining: leaving it alone"
+      say_once "$m ($id) is in another cluster or still joining: leaving it alone"
       pending=1
       continue
     fi
