@@ -26,13 +26,14 @@ const REPLAY_MARGIN: Duration = Duration::from_secs(1);
 /// Most reads of changed containers out at once; the rest wait their turn (and are answered from Docker
 /// meanwhile).
 const MAX_READS: usize = 16;
-/// After a node or service event, the swarm's tasks are read at once, then this many more times, this far apart.
-/// A service event comes when its spec is stored, before the swarm has placed its tasks and their containers
-/// have started and published their ports, which takes a moment more and sends no event of its own. A fixed
-/// few reads bound the cost (a burst of events only starts the count again); a task that starts later still is
-/// found by the periodic read, or by the first lookup that misses it.
+/// After a node or service event, the swarm's tasks are read at once, then this many more times, the first this
+/// long after the event and each wait twice the last (0.5, 1.5, 3.5 and 7.5 s after it). A service event comes
+/// when its spec is stored, before the swarm has placed its tasks and their containers have started and
+/// published their ports, which takes a moment more on an idle host and some seconds on a busy one, and sends no
+/// event of its own. A fixed few reads bound the cost (a burst of events only starts the count again); a task
+/// that starts later still is found by the periodic read, or by the first lookup that misses it.
 const EVENT_FOLLOW_UPS: u32 = 4;
-const EVENT_FOLLOW_UP_EVERY: Duration = Duration::from_millis(500);
+const EVENT_FOLLOW_UP_FIRST: Duration = Duration::from_millis(500);
 
 /// Keeps the table in step with Docker until `shutdown`: list once, then follow events; on any failure mark the
 /// table stale, wait, reconnect and list again.
@@ -113,7 +114,7 @@ async fn sync_and_follow(ports: &Arc<Ports>, retry: &mut Duration) -> DockerErro
                     ports.stats.swarm_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     swarm_reads.request(ports, ReadCause::Event);
                     follow_ups = EVENT_FOLLOW_UPS;
-                    follow_up.as_mut().reset(tokio::time::Instant::now() + EVENT_FOLLOW_UP_EVERY);
+                    follow_up.as_mut().reset(tokio::time::Instant::now() + EVENT_FOLLOW_UP_FIRST);
                 }
                 Some(Err(e)) => return e,
                 None => return DockerError::Unreachable("the swarm event stream ended".into()),
@@ -121,7 +122,8 @@ async fn sync_and_follow(ports: &Arc<Ports>, retry: &mut Duration) -> DockerErro
             _ = &mut follow_up, if follow_ups > 0 => {
                 follow_ups -= 1;
                 swarm_reads.request(ports, ReadCause::Event);
-                follow_up.as_mut().reset(tokio::time::Instant::now() + EVENT_FOLLOW_UP_EVERY);
+                let wait = EVENT_FOLLOW_UP_FIRST * 2u32.pow(EVENT_FOLLOW_UPS - follow_ups);
+                follow_up.as_mut().reset(tokio::time::Instant::now() + wait);
             }
             _ = swarm_tick.tick(), if swarm && swarm_reads.is_idle() => swarm_reads.request(ports, ReadCause::Timer),
             Some(done) = swarm_reads.out.join_next(), if !swarm_reads.is_idle() => match done {
