@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::docker::ports::DEFAULT_SWARM_READ_EVERY;
 use crate::docker::LabelFilter;
 use crate::protocol::DecodeLimits;
 use crate::tls::Tls;
@@ -39,6 +40,8 @@ pub struct Config {
     pub max_members_wait: Duration,
     /// Serve TLS only, with this certificate (Redis: tls-port with port 0).
     pub tls: Option<Tls>,
+    /// How often a swarm manager's tasks are read again when no node or service event made them read.
+    pub swarm_read_every: Duration,
 }
 
 /// The longest any timeout may be: Redis takes at most INT_MAX seconds for `timeout`, and a deadline that far
@@ -67,6 +70,7 @@ impl Default for Config {
             max_output_bytes: 1024 * 1024,
             max_members_wait: Duration::from_secs(600),
             tls: None,
+            swarm_read_every: DEFAULT_SWARM_READ_EVERY,
         }
     }
 }

@@ -39,6 +39,10 @@ struct Cli {
     /// Seconds one Docker request may take.
     #[arg(long, env = "REDISCOVER_DOCKER_TIMEOUT", default_value = "5", value_parser = seconds, allow_negative_numbers = true)]
     docker_timeout: Duration,
+    /// Seconds between reads of a swarm manager's tasks when no node or service event made them read; a task that
+    /// fails and is rescheduled sends no event, so this bounds how long its old ports stay in the table.
+    #[arg(long, env = "REDISCOVER_SWARM_READ_EVERY", default_value = "2", value_parser = seconds, allow_negative_numbers = true)]
+    swarm_read_every: Duration,
     /// The container port Redis serves clients on.
     #[arg(long, env = "REDISCOVER_DATA_PORT", default_value_t = DEFAULT_DATA_PORT)]
     data_port: u16,
@@ -151,6 +155,7 @@ fn main() -> anyhow::Result<()> {
         idle_timeout: (cli.timeout > 0).then(|| Duration::from_secs(cli.timeout)),
         request_timeout: cli.request_timeout,
         max_output_bytes: cli.max_output,
+        swarm_read_every: cli.swarm_read_every,
         ..Config::default()
     };
     let runtime = match cli.threads {
@@ -162,6 +167,7 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", cli.listen))?;
         let ports = Ports::new(DockerClient::new(docker_host, config.docker_timeout), config.require_label.clone());
+        ports.set_swarm_read_every(config.swarm_read_every);
         if !chosen {
             ports.announce_node_address(node_ip_required);
         }

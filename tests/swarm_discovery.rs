@@ -9,12 +9,17 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{
-    ensure_test_image, info_number, labelled_config, run, run_ok, test_label, unique, TestServer, TEST_IMAGE,
+    ensure_test_image, info_number, info_value, labelled_config, run, run_ok, test_label, unique, ServerProcess,
+    TestServer, TEST_IMAGE,
 };
 use engines::{Engines, Host, Service, Task};
 
 /// How long a service's tasks may take to run.
 const TASKS_READY: Duration = Duration::from_secs(60);
+/// How long a change may take to reach the table: generous, and far below the periodic read the test sets.
+const CHANGE_SEEN: Duration = Duration::from_secs(60);
+/// The periodic read of a server that must learn of changes from the swarm's events.
+const SLOW_READ_EVERY: &str = "600";
 /// Both cluster ports published on the node that runs the task.
 const CLUSTER_PORTS: [&str; 4] = ["--publish", "mode=host,target=6379", "--publish", "mode=host,target=16379"];
 
@@ -100,6 +105,26 @@ fn tasks_on_every_node_are_announced_at_their_nodes_address() {
     println!("swarm: {} tasks announced at {distinct_ips:?}", expected.len());
 }
 
+/// A service of the test image on this engine's single-node swarm, its containers labelled `label` and both
+/// cluster ports published in host mode; does not wait.
+fn local_service(tag: &str, replicas: usize, label: &str) -> Service {
+    let name = format!("rdtest-{tag}-{}", unique() % 1_000_000_000);
+    let image = run_ok("docker", &["image", "inspect", "-f", "{{.Id}}", TEST_IMAGE]);
+    let replicas = replicas.to_string();
+    let mut args =
+        vec!["service", "create", "-d", "-q", "--no-resolve-image", "--name", &name, "--replicas", &replicas];
+    args.extend_from_slice(&["--container-label", label]);
+    args.extend_from_slice(&CLUSTER_PORTS);
+    args.extend_from_slice(&[&image, "sleep", "3600"]);
+    run_ok("docker", &args);
+    Service { name }
+}
+
+/// What DISCOVER must answer for a task container of this engine announced at `ip`.
+fn local_announce(ip: &str, container: &str) -> String {
+    format!("{ip}:{}@{}", ipv4_port(None, container, 6379), ipv4_port(None, container, 16379))
+}
+
 /// This engine alone as a swarm manager: a swarm it made is left when dropped (with the network it made).
 struct SingleNodeSwarm {
     made: bool,
@@ -141,18 +166,11 @@ fn a_single_node_swarm_on_this_engine_answers_by_id_name_and_slot() {
     let host = Host::claim();
     let swarm = SingleNodeSwarm::init(&host);
     let node_ip = run_ok("docker", &["node", "inspect", "self", "-f", "{{.Status.Addr}}"]);
-    let name = format!("rdtest-single-{}", unique() % 1_000_000_000);
-    let image = run_ok("docker", &["image", "inspect", "-f", "{{.Id}}", TEST_IMAGE]);
-    let mut args = vec!["service", "create", "-d", "-q", "--no-resolve-image", "--name", &name, "--replicas", "2"];
-    args.extend_from_slice(&["--container-label", &label]);
-    args.extend_from_slice(&CLUSTER_PORTS);
-    args.extend_from_slice(&[&image, "sleep", "3600"]);
-    run_ok("docker", &args);
-    let service = Service { name };
+    let service = local_service("single", 2, &label);
     let mut expected = Vec::new();
     for task in service.wait_running(2, TASKS_READY) {
         let id = task.container_id;
-        let announce = format!("{node_ip}:{}@{}", ipv4_port(None, &id, 6379), ipv4_port(None, &id, 16379));
+        let announce = local_announce(&node_ip, &id);
         let name = run_ok("docker", &["inspect", "-f", "{{.Name}}", &id]).trim_start_matches('/').to_string();
         let slot_name = name.rsplit_once('.').map(|(s, _)| s.to_string()).unwrap_or_default();
         expected.push((id, name, slot_name, announce));
@@ -173,4 +191,126 @@ fn a_single_node_swarm_on_this_engine_answers_by_id_name_and_slot() {
         assert_eq!(client.request(&[b"MEMBERS"]).await, array(&members));
     });
     drop((service, swarm));
+}
+
+/// A label on this engine's swarm node, put back as it was when dropped.
+struct NodeLabel {
+    node: String,
+    key: String,
+    before: Option<String>,
+}
+
+impl NodeLabel {
+    fn set(key: &str, value: &str) -> NodeLabel {
+        let node = run_ok("docker", &["info", "-f", "{{.Swarm.NodeID}}"]);
+        let labels = run_ok(
+            "docker",
+            &["node", "inspect", &node, "-f", "{{range $k, $v := .Spec.Labels}}{{$k}}={{$v}}\n{{end}}"],
+        );
+        let before = labels.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).map(str::to_string);
+        run_ok("docker", &["node", "update", "--label-add", &format!("{key}={value}"), &node]);
+        NodeLabel { node, key: key.to_string(), before }
+    }
+}
+
+impl Drop for NodeLabel {
+    fn drop(&mut self) {
+        let (flag, arg) = match &self.before {
+            Some(value) => ("--label-add", format!("{}={value}", self.key)),
+            None => ("--label-rm", self.key.clone()),
+        };
+        let _ = run("docker", &["node", "update", flag, &arg, &self.node]);
+    }
+}
+
+/// Asks `server` `args` until the reply is `expected`; fails after `within` with the last reply, INFO docker and
+/// the server's log.
+async fn wait_reply(server: &ServerProcess, args: &[&[u8]], expected: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut client = server.connect().await;
+    loop {
+        let reply = client.request(args).await;
+        if reply == expected {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let info = client.request(&[b"INFO", b"docker"]).await;
+            panic!("{args:?} answered {reply:?}, not {expected:?}, for {within:?}\n{info}\nlog: {:#?}", server.log());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asks `server` INFO docker until `ready` holds; fails after `within` saying `what`, with the reply and the
+/// server's log.
+async fn wait_info(server: &ServerProcess, what: &str, within: Duration, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut client = server.connect().await;
+    loop {
+        let info = client.request(&[b"INFO", b"docker"]).await;
+        if ready(&info) {
+            return info;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what} within {within:?}: {info}\nlog: {:#?}", server.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn node_and_service_events_reach_the_table_between_periodic_reads() {
+    let label = test_label("events");
+    ensure_test_image();
+    let host = Host::claim();
+    let swarm = SingleNodeSwarm::init(&host);
+    let node_ip = run_ok("docker", &["node", "inspect", "self", "-f", "{{.Status.Addr}}"]);
+    let first = local_service("events-a", 1, &label);
+    let task = first.wait_running(1, TASKS_READY).remove(0).container_id;
+    let short = &task.as_bytes()[..12];
+    // The periodic read is ten minutes apart: what the table learns within the test, it learns from events.
+    let server = ServerProcess::start(&["--require-label", &label, "--swarm-read-every", SLOW_READ_EVERY]);
+    runtime().block_on(async {
+        let synced = wait_info(&server, "the server reads the swarm's tasks", CHANGE_SEEN, |i| {
+            info_number(i, "table_fresh") == 1 && info_number(i, "swarm_tasks") == 1
+        })
+        .await;
+        assert_eq!(info_number(&synced, "swarm_manager"), 1);
+        wait_reply(&server, &[b"DISCOVER", short], &bulk(&local_announce(&node_ip, &task)), CHANGE_SEEN).await;
+        let before = server.connect().await.request(&[b"INFO", b"docker"]).await;
+
+        // A node label changes the address of the node's tasks: a node event, and no task changes.
+        let node_label = NodeLabel::set(rediscover::docker::swarm::ANNOUNCE_IP_LABEL, "198.18.0.77");
+        wait_reply(&server, &[b"DISCOVER", short], &bulk(&local_announce("198.18.0.77", &task)), CHANGE_SEEN).await;
+        let after = server.connect().await.request(&[b"INFO", b"docker"]).await;
+        assert!(
+            info_number(&after, "swarm_events") > info_number(&before, "swarm_events"),
+            "the node event was counted: {before}\n{after}"
+        );
+        assert_eq!(info_value(&after, "swarm_last_read_cause").as_deref(), Some("event"), "{after}");
+        assert_eq!(info_number(&after, "table_resyncs"), info_number(&before, "table_resyncs"), "{after}");
+        drop(node_label);
+        wait_reply(&server, &[b"DISCOVER", short], &bulk(&local_announce(&node_ip, &task)), CHANGE_SEEN).await;
+
+        // A service made now is found: by the reads that follow its event, or by the lookup's own read.
+        let before = server.connect().await.request(&[b"INFO", b"docker"]).await;
+        let second = local_service("events-b", 2, &label);
+        let tasks = second.wait_running(2, TASKS_READY);
+        let mut client = server.connect().await;
+        for t in &tasks {
+            let reply = client.request(&[b"DISCOVER", &t.container_id.as_bytes()[..12]]).await;
+            assert_eq!(reply, bulk(&local_announce(&node_ip, &t.container_id)), "task {t:?}");
+        }
+        let after = wait_info(&server, "the service event is counted", CHANGE_SEEN, |i| {
+            info_number(i, "swarm_events") > info_number(&before, "swarm_events")
+        })
+        .await;
+        let (hits, misses) = (info_number(&after, "table_hits"), info_number(&after, "table_misses"));
+        println!(
+            "events: {} swarm events, {} swarm reads (last by {:?}), {hits} hits, {misses} misses",
+            info_number(&after, "swarm_events"),
+            info_number(&after, "swarm_reads"),
+            info_value(&after, "swarm_last_read_cause").unwrap_or_default(),
+        );
+        drop(second);
+    });
+    drop((server, first, swarm));
 }

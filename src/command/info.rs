@@ -98,6 +98,8 @@ fn write_section(out: &mut String, section: &str, shared: &Shared) {
             line("swarm_tasks", &tasks);
             line("swarm_reads", &ports.stats.swarm_reads.load(Ordering::Relaxed));
             line("swarm_read_ms_ago", &age.map(|a| a.as_millis().to_string()).unwrap_or_default());
+            line("swarm_last_read_cause", &ports.stats.swarm_last_cause().map(|c| c.as_str()).unwrap_or_default());
+            line("swarm_events", &ports.stats.swarm_events.load(Ordering::Relaxed));
             line("table_hits", &ports.stats.hits.load(Ordering::Relaxed));
             line("table_misses", &ports.stats.misses.load(Ordering::Relaxed));
             line("docker_calls", &ports.stats.docker_calls.load(Ordering::Relaxed));

@@ -1,4 +1,4 @@
-//! The Docker API through bollard: connect and negotiate, list, inspect, and the container event stream.
+//! The Docker API through bollard: connect and negotiate, list, inspect, and the event streams.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerInspectResponse, ContainerSummary, ContainerSummaryStateEnum, LocalNodeState, PortMap};
+use bollard::models::{
+    ContainerInspectResponse, ContainerSummary, ContainerSummaryStateEnum, EventMessage, LocalNodeState, PortMap,
+};
 use bollard::query_parameters::{
     EventsOptions, InspectContainerOptions, ListContainersOptions, ListNodesOptions, ListServicesOptions,
     ListTasksOptions,
@@ -50,6 +52,13 @@ pub enum ContainerEvent {
     Destroyed(String),
     /// It started, was renamed, or otherwise changed what the table holds: read it again.
     Changed(String),
+}
+
+/// A change to the swarm's nodes or services, from Docker's event stream: its tasks may have changed with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmEvent {
+    /// The object's type, the action and the object's id, for the log.
+    pub what: String,
 }
 
 /// Container events that change what the port table holds.
@@ -156,8 +165,6 @@ impl DockerClient {
         since: SystemTime,
         label: Option<&LabelFilter>,
     ) -> Result<impl Stream<Item = Result<ContainerEvent, DockerError>> + Unpin, DockerError> {
-        let docker = self.docker().await?;
-        let since = since.duration_since(UNIX_EPOCH).unwrap_or_default();
         let mut filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
             ("event".to_string(), WATCHED_EVENTS.iter().map(|e| e.to_string()).collect()),
@@ -165,26 +172,53 @@ impl DockerClient {
         if let Some(label) = label {
             filters.insert("label".to_string(), vec![label.to_string()]);
         }
+        let stream = self.event_stream(since, filters).await?.filter_map(|item| async move {
+            let msg = match item {
+                Ok(msg) => msg,
+                Err(e) => return Some(Err(e)),
+            };
+            let id = msg.actor.and_then(|a| a.id)?;
+            Some(Ok(match msg.action.as_deref() {
+                Some("die") => ContainerEvent::Died(id),
+                Some("destroy") => ContainerEvent::Destroyed(id),
+                _ => ContainerEvent::Changed(id),
+            }))
+        });
+        Ok(Box::pin(stream))
+    }
+
+    /// Follows the swarm's node and service events, from `since` on: a manager reports them, and they carry no
+    /// container labels, so they cannot share the container stream (Docker ANDs its filter keys).
+    pub async fn swarm_events(
+        &self,
+        since: SystemTime,
+    ) -> Result<impl Stream<Item = Result<SwarmEvent, DockerError>> + Unpin, DockerError> {
+        let filters = HashMap::from([("type".to_string(), vec!["node".to_string(), "service".to_string()])]);
+        let stream = self.event_stream(since, filters).await?.map(|item| {
+            let msg = item?;
+            let kind = msg.typ.map(|t| t.to_string()).unwrap_or_default();
+            let action = msg.action.unwrap_or_default();
+            let id = msg.actor.and_then(|a| a.id).unwrap_or_default();
+            Ok(SwarmEvent { what: format!("{kind} {action} {id}") })
+        });
+        Ok(Box::pin(stream))
+    }
+
+    /// Docker's events that match `filters`, from `since` on.
+    async fn event_stream(
+        &self,
+        since: SystemTime,
+        filters: HashMap<String, Vec<String>>,
+    ) -> Result<impl Stream<Item = Result<EventMessage, DockerError>>, DockerError> {
+        let docker = self.docker().await?;
+        let since = since.duration_since(UNIX_EPOCH).unwrap_or_default();
         let timeout = self.timeout;
         let options = EventsOptions {
             since: Some(format!("{}.{:09}", since.as_secs(), since.subsec_nanos())),
             until: None,
             filters: Some(filters),
         };
-        let stream = docker.events(Some(options)).filter_map(move |item| async move {
-            match item {
-                Ok(msg) => {
-                    let id = msg.actor.and_then(|a| a.id)?;
-                    Some(Ok(match msg.action.as_deref() {
-                        Some("die") => ContainerEvent::Died(id),
-                        Some("destroy") => ContainerEvent::Destroyed(id),
-                        _ => ContainerEvent::Changed(id),
-                    }))
-                }
-                Err(e) => Some(Err(classify(e, timeout))),
-            }
-        });
-        Ok(Box::pin(stream))
+        Ok(docker.events(Some(options)).map(move |item| item.map_err(|e| classify(e, timeout))))
     }
 
     /// Drops the connection so the next call connects and negotiates again.

@@ -5,7 +5,7 @@
 //! - [`table`]: the containers the table holds, and how a name, id or id prefix finds one.
 //! - [`ports`]: [`Ports`], the table's holder: what lookups may trust, and what they must ask Docker.
 //! - [`misses`]: lookups the table cannot answer share Docker list calls.
-//! - [`follow`]: the event follower that keeps the table current.
+//! - [`follow`]: the event follower that keeps the table current (on a swarm manager, also its tasks).
 //! - [`stats`]: counters for INFO.
 //! - [`swarm`]: on a swarm manager, the task containers of every node.
 //! - [`client`]: the Docker API through bollard.
@@ -23,10 +23,10 @@ pub mod table;
 
 use std::sync::{Mutex, RwLock};
 
-pub use client::{ContainerEvent, DockerClient, DockerError};
+pub use client::{ContainerEvent, DockerClient, DockerError, SwarmEvent};
 pub use follow::follow;
 pub use ports::{is_container_ref, Ports};
-pub use stats::PortStats;
+pub use stats::{PortStats, ReadCause};
 pub use table::{Container, Found, LabelFilter, PortTable};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

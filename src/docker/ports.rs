@@ -4,14 +4,18 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::client::{ContainerEvent, DockerClient, DockerError};
 use super::misses::Misses;
-use super::stats::PortStats;
+use super::stats::{PortStats, ReadCause};
 use super::table::{Container, Found, LabelFilter, PortTable};
 use super::{lock, read, write};
+
+/// How often a swarm manager's tasks are read again unless told otherwise: Swarm sends no task events.
+pub const DEFAULT_SWARM_READ_EVERY: Duration = Duration::from_secs(2);
 
 /// The port table and the Docker client behind it.
 #[derive(Debug)]
@@ -27,6 +31,8 @@ pub struct Ports {
     swarm: AtomicBool,
     /// When the swarm's tasks were last read into the table.
     swarm_read: Mutex<Option<std::time::Instant>>,
+    /// How often the follower reads the swarm's tasks again when nothing else made it read them.
+    swarm_read_every: Mutex<Duration>,
     /// Whether the engine's own containers are announced at its swarm node address when it is a swarm node.
     announce_node: AtomicBool,
     /// Whether they have no other address: until Docker tells the node address, they cannot be announced.
@@ -51,6 +57,7 @@ impl Ports {
             misses: Misses::default(),
             swarm: AtomicBool::new(false),
             swarm_read: Mutex::new(None),
+            swarm_read_every: Mutex::new(DEFAULT_SWARM_READ_EVERY),
             announce_node: AtomicBool::new(false),
             node_ip_required: AtomicBool::new(false),
             node_ip: Mutex::new(None),
@@ -65,6 +72,18 @@ impl Ports {
     pub fn announce_node_address(&self, required: bool) {
         self.announce_node.store(true, Ordering::Release);
         self.node_ip_required.store(required, Ordering::Release);
+    }
+
+    /// Sets how often the follower reads a swarm's tasks again when no event made it read them (tasks that fail
+    /// and are rescheduled send none); it takes effect at the next resync. A period of zero is taken as a
+    /// millisecond, as a timer needs one.
+    pub fn set_swarm_read_every(&self, every: Duration) {
+        *lock(&self.swarm_read_every) = every.max(Duration::from_millis(1));
+    }
+
+    /// How often the follower reads a swarm's tasks again when no event made it read them.
+    pub fn swarm_read_every(&self) -> Duration {
+        *lock(&self.swarm_read_every)
     }
 
     /// Records the engine's swarm node address (`None` outside a swarm), as read at a resync.
@@ -180,19 +199,19 @@ impl Ports {
     /// Docker's list (and on a swarm manager, the swarm's tasks), from calls that started after this lookup
     /// arrived.
     async fn ask_docker(&self) -> Result<Arc<PortTable>, DockerError> {
-        self.misses.snapshot(|| self.read_all(self.is_swarm())).await
+        self.misses.snapshot(|| self.read_all(self.is_swarm(), ReadCause::Miss)).await
     }
 
     /// Every container the engine runs, and with `swarm` every task container of the swarm, which replaces the
-    /// local entry of the same container.
-    pub async fn read_all(&self, swarm: bool) -> Result<Vec<Container>, DockerError> {
+    /// local entry of the same container; `cause` is what made the read, for INFO.
+    pub async fn read_all(&self, swarm: bool, cause: ReadCause) -> Result<Vec<Container>, DockerError> {
         self.stats.docker_calls.fetch_add(1, Ordering::Relaxed);
         let mut list = self.client.list(self.label.as_ref()).await?;
         if let Some(ip) = self.node_ip() {
             list.iter_mut().for_each(|c| _ = c.ip.get_or_insert(ip));
         }
         if swarm {
-            match self.read_swarm().await {
+            match self.read_swarm(cause).await {
                 Ok(tasks) => {
                     list.retain(|c| !tasks.iter().any(|t| t.id == c.id));
                     list.extend(tasks);
@@ -209,10 +228,10 @@ impl Ports {
         Ok(list)
     }
 
-    /// The swarm's task containers.
-    pub async fn read_swarm(&self) -> Result<Vec<Container>, DockerError> {
+    /// The swarm's task containers; `cause` is what made the read, for INFO.
+    pub async fn read_swarm(&self, cause: ReadCause) -> Result<Vec<Container>, DockerError> {
         self.stats.docker_calls.fetch_add(3, Ordering::Relaxed);
-        self.stats.swarm_reads.fetch_add(1, Ordering::Relaxed);
+        self.stats.swarm_read(cause);
         self.client.swarm_tasks(self.label.as_ref()).await
     }
 
@@ -230,7 +249,7 @@ impl Ports {
     }
 
     /// How many swarm tasks the table holds, and how long ago they were read.
-    pub fn swarm_status(&self) -> (usize, Option<std::time::Duration>) {
+    pub fn swarm_status(&self) -> (usize, Option<Duration>) {
         (read(&self.table).swarm_len(), lock(&self.swarm_read).map(|t| t.elapsed()))
     }
 

@@ -1,6 +1,6 @@
 //! Docker Swarm: on a manager, the task containers of every node, each with its node's address and the host-mode
 //! ports its task published, read from the tasks, nodes and services the manager knows. Swarm sends no task
-//! events, so these are read at each resync, periodically, and on a miss.
+//! events, so these are read at each resync, after node and service events, periodically, and on a miss.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
