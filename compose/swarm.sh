@@ -140,7 +140,9 @@ replicas() { docker service inspect -f '{{.Spec.Mode.Replicated.Replicas}}' "${s
 refuse_shrink() {
   local now
   now=$(replicas)
-  [ "$1" -ge "$now" ] || die "$now nodes exist and shrinking is not supported: move the slots off nodes with redis-cli --cluster reshard/del-node, or '$0 down'"
+  # A smaller replicated service loses the tasks Docker picks (the nodes with the most, then any), so their slots
+  # cannot be moved off first as cluster.sh does.
+  [ "$1" -ge "$now" ] || die "$now nodes exist and shrinking is not supported on a swarm: Docker picks which tasks a smaller service loses, so their slots cannot be moved off first; '$0 down' and '$0 up $1'"
 }
 
 # True when N nodes are listed, each reports cluster_state:ok, knows N nodes and sees every master serve slots,
