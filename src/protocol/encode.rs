@@ -183,13 +183,15 @@ fn encode_announce(a: Announce, dst: &mut BytesMut) {
     let mut out = [0u8; ANNOUNCE_AT + ANNOUNCE_MAX_LEN + 2];
     let mut end = match a.ip {
         IpAddr::V4(ip) => {
-            let [a, b, c, d] = ip.octets();
-            let mut end = put_decimal(&mut out, ANNOUNCE_AT, a.into());
-            for octet in [b, c, d] {
-                out[end] = b'.';
-                end = put_decimal(&mut out, end + 1, octet.into());
+            let mut end = ANNOUNCE_AT;
+            for octet in ip.octets() {
+                // Each octet's digits and a dot, then only its own length kept: the next overwrites the rest.
+                let [digits @ .., len] = OCTETS[usize::from(octet)];
+                out[end..end + 4].copy_from_slice(&digits);
+                end += usize::from(len);
             }
-            end
+            // No dot after the last octet.
+            end - 1
         }
         IpAddr::V6(ip) => {
             let mut rest = &mut out[ANNOUNCE_AT..ANNOUNCE_AT + ANNOUNCE_MAX_LEN];
@@ -239,6 +241,22 @@ fn put_decimal(out: &mut [u8], at: usize, n: u64) -> usize {
     end
 }
 
+/// Every octet in decimal followed by a dot, padded to four bytes, then how many of them it is.
+const OCTETS: [[u8; 5]; 256] = {
+    let mut octets = [[0u8; 5]; 256];
+    let mut i = 0;
+    while i < 256 {
+        let (hundreds, tens, ones) = (b'0' + (i / 100) as u8, b'0' + (i / 10 % 10) as u8, b'0' + (i % 10) as u8);
+        octets[i] = match i {
+            0..=9 => [ones, b'.', 0, 0, 2],
+            10..=99 => [tens, ones, b'.', 0, 3],
+            _ => [hundreds, tens, ones, b'.', 4],
+        };
+        i += 1;
+    }
+    octets
+};
+
 /// "00" to "99".
 const DIGIT_PAIRS: [[u8; 2]; 100] = {
     let mut pairs = [[0u8; 2]; 100];
@@ -273,6 +291,7 @@ mod tests {
         let cases = [
             ("0.0.0.0", 0, 9),
             ("192.0.2.5", 34176, 34175),
+            ("10.20.99.100", 6379, 16379),
             ("255.255.255.255", 65535, 10),
             ("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", 65535, 65535),
             ("::", 0, 0),
