@@ -288,7 +288,7 @@ fn run_ready(
 ) -> Poll<Ran> {
     while output.len() < shared.config.max_output_bytes {
         let budget = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-        let args = match decoder.decode(input) {
+        let args = match decoder.decode_borrowed(input) {
             Ok(Some(args)) => args,
             Ok(None) => return Poll::Ready(Ran::Done),
             Err(e) => {
@@ -301,7 +301,7 @@ fn run_ready(
         };
         budget.made_progress();
         *ran = true;
-        let (reply, quit) = match execute(&args, shared, session) {
+        let (reply, quit) = match execute(args, shared, session) {
             Step::Done(reply, quit) => (reply, quit),
             Step::Wait(wait, command) => return Poll::Ready(Ran::Wait(wait, command)),
         };

@@ -201,27 +201,36 @@ impl RequestDecoder {
         };
         Ok(Some((parse_count(&src[1..end]), end)))
     }
-
-    fn finish(&mut self) -> Vec<Bytes> {
-        self.state = State::Idle;
-        self.consumed = 0;
-        std::mem::take(&mut self.args)
-    }
 }
 
 impl RequestDecoder {
     /// Takes the next whole request from the front of `src`: its arguments, or `None` until more bytes come.
     /// What it consumed stays consumed; an error means the connection must close.
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        Ok(self.next_request(src)?.then(|| std::mem::take(&mut self.args)))
+    }
+
+    /// [`RequestDecoder::decode`], lending the arguments instead: they stay in the decoder until the next call,
+    /// whose arguments reuse their room, so a request costs no allocation of its own. The call that finds no
+    /// complete request lets the last one's arguments go, and with them their share of the read buffer.
+    pub fn decode_borrowed(&mut self, src: &mut BytesMut) -> Result<Option<&[Bytes]>, ProtocolError> {
+        Ok(self.next_request(src)?.then_some(self.args.as_slice()))
+    }
+
+    /// Reads the next whole request into `self.args`; true when there is one.
+    fn next_request(&mut self, src: &mut BytesMut) -> Result<bool, ProtocolError> {
+        if self.state == State::Idle {
+            self.args.clear();
+        }
         loop {
             match self.state {
                 State::Idle => {
-                    let Some(&first) = src.first() else { return Ok(None) };
+                    let Some(&first) = src.first() else { return Ok(false) };
                     if first == b'*' {
                         let limit = self.limits.max_inline_len;
                         let Some((count, end)) = self.count_line(src, limit, ProtocolError::TooBigMultibulkCount)?
                         else {
-                            return Ok(None);
+                            return Ok(false);
                         };
                         src.advance(end + 1);
                         match count {
@@ -235,7 +244,7 @@ impl RequestDecoder {
                             Some(n) if n <= 0 => self.consumed = 0,
                             Some(n) => {
                                 let n = n as usize;
-                                self.args = Vec::with_capacity(n.min(8));
+                                self.args.reserve(n.min(8));
                                 self.state = State::Header { remaining: n };
                             }
                             None => return Err(ProtocolError::InvalidMultibulkLength),
@@ -243,28 +252,32 @@ impl RequestDecoder {
                     } else {
                         let limit = self.limits.max_inline_len.min(self.limits.max_request_len);
                         let Some(end) = self.line_end(src, limit, ProtocolError::TooBigInline)? else {
-                            return Ok(None);
+                            return Ok(false);
                         };
                         self.consumed = 0;
-                        let args = split_inline(&src[..end], self.limits.max_args);
+                        let split = split_inline(&src[..end], self.limits.max_args, &mut self.args);
                         src.advance(end + 1);
-                        let args = args?;
+                        split?;
                         // Redis ignores blank lines.
-                        if !args.is_empty() {
-                            return Ok(Some(args));
+                        if !self.args.is_empty() {
+                            return Ok(true);
                         }
                     }
                 }
-                State::Header { remaining: 0 } => return Ok(Some(self.finish())),
+                State::Header { remaining: 0 } => {
+                    self.state = State::Idle;
+                    self.consumed = 0;
+                    return Ok(true);
+                }
                 State::Header { remaining } => {
-                    let Some(&first) = src.first() else { return Ok(None) };
+                    let Some(&first) = src.first() else { return Ok(false) };
                     // Redis waits for the whole line before this check; failing at the first byte is the same answer.
                     if first != b'$' {
                         return Err(ProtocolError::ExpectedBulk(first));
                     }
                     let limit = self.limits.max_inline_len;
                     let Some((count, end)) = self.count_line(src, limit, ProtocolError::TooBigBulkCount)? else {
-                        return Ok(None);
+                        return Ok(false);
                     };
                     src.advance(end + 1);
                     let len = match count {
@@ -288,7 +301,7 @@ impl RequestDecoder {
                     if src.len() < len + 2 {
                         // The length is declared and bounded: make room once rather than grow step by step.
                         src.reserve(len + 2 - src.len());
-                        return Ok(None);
+                        return Ok(false);
                     }
                     if &src[len..len + 2] != b"\r\n" {
                         return Err(ProtocolError::MissingCrlf);
@@ -330,22 +343,21 @@ pub fn string2ll(text: &[u8]) -> Option<i64> {
     }
 }
 
-/// Splits an inline line into arguments with the quoting rules of Redis's `sdssplitargs`.
-fn split_inline(line: &[u8], max_args: usize) -> Result<Vec<Bytes>, ProtocolError> {
+/// Splits an inline line into arguments with the quoting rules of Redis's `sdssplitargs`, appended to `args`.
+fn split_inline(line: &[u8], max_args: usize, args: &mut Vec<Bytes>) -> Result<(), ProtocolError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     // sdssplitargs reads a C string: a NUL ends the line.
     let line = match line.iter().position(|&b| b == 0) {
         Some(nul) => &line[..nul],
         None => line,
     };
-    let mut args = Vec::new();
     let mut i = 0;
     loop {
         while i < line.len() && is_space(line[i]) {
             i += 1;
         }
         if i == line.len() {
-            return Ok(args);
+            return Ok(());
         }
         if args.len() == max_args {
             return Err(ProtocolError::TooManyInlineArgs);

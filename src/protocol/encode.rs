@@ -158,11 +158,11 @@ impl Reply {
 /// `$<len>\r\n<bytes>\r\n`, the same in RESP2 and RESP3.
 fn encode_bulk(b: &[u8], dst: &mut BytesMut) {
     let mut head = [0u8; BULK_HEAD_MAX_LEN];
-    let mut len = put(&mut head, b"$");
-    len += put_decimal(&mut head[len..], b.len() as u64);
-    len += put(&mut head[len..], b"\r\n");
-    dst.reserve(len + b.len() + 2);
-    dst.extend_from_slice(&head[..len]);
+    head[0] = b'$';
+    let len = put_decimal(&mut head, 1, b.len() as u64);
+    head[len..len + 2].copy_from_slice(b"\r\n");
+    dst.reserve(len + 2 + b.len() + 2);
+    dst.extend_from_slice(&head[..len + 2]);
     dst.extend_from_slice(b);
     dst.extend_from_slice(b"\r\n");
 }
@@ -173,50 +173,100 @@ const BULK_HEAD_MAX_LEN: usize = 24;
 /// Room for the longest announce string: an IPv6 address (45), `:65535@65535` (12).
 const ANNOUNCE_MAX_LEN: usize = 64;
 
-/// DISCOVER's answer as a bulk string, written from a stack buffer: no allocation, and no `fmt` for an IPv4
-/// address (the hot path); byte-identical to `Announce`'s `Display`.
+/// Where an announce's text starts in its reply: after `$`, its length (two digits at most: the text is shorter
+/// than 100 bytes) and CRLF.
+const ANNOUNCE_AT: usize = 5;
+
+/// DISCOVER's answer as a bulk string, assembled on the stack and appended in one copy: no allocation, and no
+/// `fmt` for an IPv4 address (the hot path); byte-identical to `Announce`'s `Display`.
 fn encode_announce(a: Announce, dst: &mut BytesMut) {
-    let mut text = [0u8; ANNOUNCE_MAX_LEN];
-    let mut len = match a.ip {
+    let mut out = [0u8; ANNOUNCE_AT + ANNOUNCE_MAX_LEN + 2];
+    let mut end = match a.ip {
         IpAddr::V4(ip) => {
-            let [a, b, c, d] = ip.octets();
-            let mut len = put_decimal(&mut text, a.into());
-            for octet in [b, c, d] {
-                len += put(&mut text[len..], b".");
-                len += put_decimal(&mut text[len..], octet.into());
+            let mut end = ANNOUNCE_AT;
+            for octet in ip.octets() {
+                // Each octet's digits and a dot, then only its own length kept: the next overwrites the rest.
+                let [digits @ .., len] = OCTETS[usize::from(octet)];
+                out[end..end + 4].copy_from_slice(&digits);
+                end += usize::from(len);
             }
-            len
+            // No dot after the last octet.
+            end - 1
         }
         IpAddr::V6(ip) => {
-            let mut rest = &mut text[..];
+            let mut rest = &mut out[ANNOUNCE_AT..ANNOUNCE_AT + ANNOUNCE_MAX_LEN];
             // The buffer is sized for the longest address, so the write cannot run out of room.
             let _ = write!(rest, "{ip}");
-            ANNOUNCE_MAX_LEN - rest.len()
+            ANNOUNCE_AT + ANNOUNCE_MAX_LEN - rest.len()
         }
     };
-    len += put(&mut text[len..], b":");
-    len += put_decimal(&mut text[len..], a.port.into());
-    len += put(&mut text[len..], b"@");
-    len += put_decimal(&mut text[len..], a.bus_port.into());
-    encode_bulk(&text[..len], dst);
+    out[end] = b':';
+    end = put_decimal(&mut out, end + 1, a.port.into());
+    out[end] = b'@';
+    end = put_decimal(&mut out, end + 1, a.bus_port.into());
+    out[end..end + 2].copy_from_slice(b"\r\n");
+    // The header ends where the text starts: one digit of length starts it a byte later.
+    let text_len = end - ANNOUNCE_AT;
+    let start = usize::from(text_len < 10);
+    out[start] = b'$';
+    put_decimal(&mut out, start + 1, text_len as u64);
+    out[ANNOUNCE_AT - 2..ANNOUNCE_AT].copy_from_slice(b"\r\n");
+    dst.extend_from_slice(&out[start..end + 2]);
 }
 
-/// Copies `bytes` to the start of `out`; returns how many that was.
-fn put(out: &mut [u8], bytes: &[u8]) -> usize {
-    out[..bytes.len()].copy_from_slice(bytes);
-    bytes.len()
-}
-
-/// Writes `n` in decimal at the start of `out`; returns how many digits that was.
-fn put_decimal(out: &mut [u8], n: u64) -> usize {
-    let len = n.checked_ilog10().unwrap_or(0) as usize + 1;
+/// Writes `n` in decimal into `out` from `at`; returns where the digits end. Two digits at a time, from a table:
+/// a reply's numbers (octets, ports, lengths) are short, and this is most of encoding one.
+fn put_decimal(out: &mut [u8], at: usize, n: u64) -> usize {
+    let len = match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        10000..=99999 => 5,
+        _ => n.ilog10() as usize + 1,
+    };
+    let end = at + len;
+    let mut place = end;
     let mut rest = n;
-    for slot in out[..len].iter_mut().rev() {
-        *slot = b'0' + (rest % 10) as u8;
-        rest /= 10;
+    while rest >= 100 {
+        place -= 2;
+        out[place..place + 2].copy_from_slice(&DIGIT_PAIRS[(rest % 100) as usize]);
+        rest /= 100;
     }
-    len
+    if rest >= 10 {
+        out[at..at + 2].copy_from_slice(&DIGIT_PAIRS[rest as usize]);
+    } else {
+        out[at] = b'0' + rest as u8;
+    }
+    end
 }
+
+/// Every octet in decimal followed by a dot, padded to four bytes, then how many of them it is.
+const OCTETS: [[u8; 5]; 256] = {
+    let mut octets = [[0u8; 5]; 256];
+    let mut i = 0;
+    while i < 256 {
+        let (hundreds, tens, ones) = (b'0' + (i / 100) as u8, b'0' + (i / 10 % 10) as u8, b'0' + (i % 10) as u8);
+        octets[i] = match i {
+            0..=9 => [ones, b'.', 0, 0, 2],
+            10..=99 => [tens, ones, b'.', 0, 3],
+            _ => [hundreds, tens, ones, b'.', 4],
+        };
+        i += 1;
+    }
+    octets
+};
+
+/// "00" to "99".
+const DIGIT_PAIRS: [[u8; 2]; 100] = {
+    let mut pairs = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        pairs[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    pairs
+};
 
 fn one_line(s: &str) -> Cow<'_, str> {
     if s.contains(['\r', '\n']) {
@@ -241,8 +291,10 @@ mod tests {
         let cases = [
             ("0.0.0.0", 0, 9),
             ("192.0.2.5", 34176, 34175),
+            ("10.20.99.100", 6379, 16379),
             ("255.255.255.255", 65535, 10),
             ("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", 65535, 65535),
+            ("::", 0, 0),
         ];
         for (ip, port, bus_port) in cases {
             let a = Announce { ip: ip.parse().unwrap(), port, bus_port };
@@ -269,6 +321,17 @@ mod tests {
             }
             .unwrap();
             assert_eq!(&via_frames[..], enc(&Reply::Announce(a), p).as_bytes());
+        }
+    }
+
+    #[test]
+    fn decimals_read_as_rust_prints_them() {
+        for n in [0, 7, 9, 10, 42, 99, 100, 255, 999, 1000, 6379, 9999, 10000, 65535, 99999, 100000, u64::MAX] {
+            let mut out = [b'x'; 24];
+            let end = put_decimal(&mut out, 2, n);
+            assert_eq!(&out[2..end], n.to_string().as_bytes());
+            assert_eq!(out[..2], *b"xx");
+            assert_eq!(out[end..], vec![b'x'; 24 - end][..]);
         }
     }
 
