@@ -203,6 +203,9 @@ impl RequestDecoder {
     }
 }
 
+/// How many arguments' room the decoder keeps from one request to the next.
+const KEPT_ARGS: usize = 16;
+
 impl RequestDecoder {
     /// Takes the next whole request from the front of `src`: its arguments, or `None` until more bytes come.
     /// What it consumed stays consumed; an error means the connection must close.
@@ -221,6 +224,10 @@ impl RequestDecoder {
     fn next_request(&mut self, src: &mut BytesMut) -> Result<bool, ProtocolError> {
         if self.state == State::Idle {
             self.args.clear();
+            // The room of a request with many arguments is not kept for a connection that may now idle.
+            if self.args.capacity() > KEPT_ARGS {
+                self.args = Vec::new();
+            }
         }
         loop {
             match self.state {
@@ -484,6 +491,22 @@ mod tests {
 
     fn args(list: &[&[u8]]) -> Vec<Vec<u8>> {
         list.iter().map(|a| a.to_vec()).collect()
+    }
+
+    #[test]
+    fn lent_arguments_are_reused_but_a_large_request_leaves_no_room_behind() {
+        let mut decoder = RequestDecoder::new(DecodeLimits::default());
+        let mut many = b"*1000\r\n".to_vec();
+        for _ in 0..1000 {
+            many.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        many.extend_from_slice(b"*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n");
+        let mut buf = BytesMut::from(&many[..]);
+        assert_eq!(decoder.decode_borrowed(&mut buf).expect("valid").map(<[Bytes]>::len), Some(1000));
+        let next = decoder.decode_borrowed(&mut buf).expect("valid").expect("a request");
+        assert_eq!(next, [Bytes::from_static(b"ECHO"), Bytes::from_static(b"hi")]);
+        assert!(decoder.decode_borrowed(&mut buf).expect("valid").is_none());
+        assert!(decoder.args.is_empty() && decoder.args.capacity() <= KEPT_ARGS, "{}", decoder.args.capacity());
     }
 
     #[test]
