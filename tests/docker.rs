@@ -224,6 +224,54 @@ async fn members_lists_the_sorted_announces_of_running_labelled_containers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_withnames_follows_each_announce_with_the_name_discover_accepts() {
+    let label = test_label("withnames");
+    let server = TestServer::with_docker(labelled_config(&label)).await;
+    server.wait_fresh().await;
+    let (mut containers, expected) = blocking({
+        let label = label.clone();
+        move || {
+            let containers: Vec<TestContainer> =
+                (0..3).map(|_| TestContainer::with_cluster_ports(&["--label", &label])).collect();
+            let mut pairs: Vec<(String, String)> =
+                containers.iter().map(|c| (c.expected_announce(IP), c.name.clone())).collect();
+            pairs.sort();
+            (containers, pairs)
+        }
+    })
+    .await;
+    let announces: Vec<String> = expected.iter().map(|(a, _)| a.clone()).collect();
+    let flat: Vec<String> = expected.iter().flat_map(|(a, n)| [a.clone(), n.clone()]).collect();
+    let mut client = server.connect().await;
+    let waited = client
+        .request(&[b"MEMBERS", b"WITHNAMES", b"LABEL", label.as_bytes(), b"MIN", b"3", b"TIMEOUT", b"5000"])
+        .await;
+    assert_eq!(waited, array(&flat), "announce and name, in the order MEMBERS lists the announces");
+    assert_eq!(client.request(&[b"MEMBERS", b"LABEL", label.as_bytes()]).await, array(&announces));
+    assert_eq!(client.request(&[b"MEMBERS", b"LABEL", label.as_bytes(), b"withnames"]).await, array(&flat));
+    for (announce, name) in &expected {
+        assert_eq!(discover(&server, &[name]).await, bulk(announce), "DISCOVER of the name MEMBERS gave");
+    }
+    // A container that goes leaves the list with its name.
+    let first = containers.remove(0);
+    let gone = first.name.clone();
+    blocking(move || drop(first)).await;
+    let rest: Vec<String> =
+        expected.iter().filter(|(_, n)| *n != gone).flat_map(|(a, n)| [a.clone(), n.clone()]).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = client.request(&[b"MEMBERS", b"LABEL", label.as_bytes(), b"WITHNAMES"]).await;
+        if listed == array(&rest) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "MEMBERS still lists {gone}: {listed:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(discover(&server, &[&gone]).await.starts_with("-NOCONTAINER "), "{gone} is gone");
+    drop(containers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_min_wakes_up_when_a_container_starts() {
     let label = test_label("wait");
     let first = blocking({

@@ -17,6 +17,8 @@ use engines::{Engines, Host};
 
 /// How long `swarm.sh up` or `scale` may wait for cluster_state:ok (it may build the images first).
 const SETTLE: Duration = Duration::from_secs(600);
+/// How long the lost engine's nodes may take to be forgotten, and its tasks to join again on the other hosts.
+const FORGET: Duration = Duration::from_secs(300);
 /// How many keys go through the cluster.
 const KEYS: usize = 1000;
 
@@ -96,10 +98,20 @@ struct NodeLine {
     flags: String,
 }
 
-fn cluster_nodes(addr: &str) -> Vec<NodeLine> {
+/// A command to one node at `ip:port`; an error when it does not answer.
+fn node_reply(addr: &str, args: &[&str]) -> Result<String, String> {
     let (ip, port) = addr.rsplit_once(':').expect("ip:port");
-    run_ok("redis-cli", &["-h", ip, "-p", port, "cluster", "nodes"])
-        .lines()
+    let out = run("redis-cli", &[&["-h", ip, "-p", port][..], args].concat());
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).replace('\r', ""))
+    } else {
+        Err(format!("{addr} does not answer {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+fn parse_nodes(text: &str) -> Vec<NodeLine> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
         .map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
             let addr = f[1].split(['@', ',']).next().unwrap_or_default().to_string();
@@ -116,37 +128,73 @@ fn cluster_nodes(addr: &str) -> Vec<NodeLine> {
         .collect()
 }
 
-fn cluster_info(addr: &str) -> String {
-    let (ip, port) = addr.rsplit_once(':').expect("ip:port");
-    run_ok("redis-cli", &["-h", ip, "-p", port, "cluster", "info"])
+fn cluster_nodes(addr: &str) -> Vec<NodeLine> {
+    parse_nodes(&node_reply(addr, &["cluster", "nodes"]).unwrap_or_else(|e| panic!("{e}")))
 }
 
-/// Checks the cluster as every member sees it: state ok, `n` nodes known, every master with slots, and no
-/// replica on its master's host when the nodes are on more than one host. Returns the nodes.
-fn check_cluster(members: &[String], n: usize) -> Vec<NodeLine> {
-    assert_eq!(members.len(), n, "rediscover lists {n} nodes: {members:?}");
+fn cluster_info(addr: &str) -> String {
+    node_reply(addr, &["cluster", "info"]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A field of CLUSTER INFO.
+fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+}
+
+/// The cluster as every member sees it: state ok, exactly `n` nodes known and none flagged fail, every master
+/// with slots, and no replica on its master's host when the nodes are on more than one host. Returns the nodes
+/// as the first member lists them, or what is not so yet.
+fn cluster_whole(members: &[String], n: usize) -> Result<Vec<NodeLine>, String> {
+    if members.len() != n {
+        return Err(format!("rediscover lists {} nodes, not {n}: {members:?}", members.len()));
+    }
+    let mut first = None;
     for m in members {
         let addr = m.split('@').next().unwrap_or_default();
-        let info = cluster_info(addr);
-        assert!(info.contains("cluster_state:ok"), "{addr}: {info}");
-        assert!(info.contains(&format!("cluster_known_nodes:{n}")), "{addr}: {info}");
+        let info = node_reply(addr, &["cluster", "info"])?;
+        let (state, known) = (info_field(&info, "cluster_state"), info_field(&info, "cluster_known_nodes"));
+        if state != Some("ok") || known != Some(n.to_string().as_str()) {
+            return Err(format!("{addr}: cluster_state {state:?}, cluster_known_nodes {known:?} of {n}"));
+        }
+        let nodes = parse_nodes(&node_reply(addr, &["cluster", "nodes"])?);
+        if nodes.len() != n {
+            return Err(format!("{addr} lists {} nodes: {nodes:?}", nodes.len()));
+        }
+        if let Some(failed) = nodes.iter().find(|n| n.flags.contains("fail")) {
+            return Err(format!("{addr} lists {} {} {}", failed.id, failed.addr, failed.flags));
+        }
+        first.get_or_insert(nodes);
     }
-    let first = members[0].split('@').next().unwrap_or_default();
-    let nodes = cluster_nodes(first);
-    assert_eq!(nodes.len(), n, "{nodes:?}");
-    assert!(nodes.iter().all(|n| !n.flags.contains("fail")), "no node failed: {nodes:?}");
-    for m in nodes.iter().filter(|n| n.master) {
-        assert!(m.slots > 0, "master {} serves slots: {nodes:?}", m.addr);
+    let nodes = first.expect("n is at least 1");
+    if let Some(idle) = nodes.iter().find(|n| n.master && n.slots == 0) {
+        return Err(format!("master {} serves no slot: {nodes:?}", idle.addr));
     }
     let ips: HashSet<&str> = nodes.iter().map(|n| n.ip.as_str()).collect();
     let by_id: HashMap<&str, &NodeLine> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
     for r in nodes.iter().filter(|n| !n.master) {
-        let master = by_id.get(r.master_id.as_str()).unwrap_or_else(|| panic!("{r:?} replicates a known master"));
-        if ips.len() > 1 {
-            assert_ne!(r.ip, master.ip, "replica {} and its master {} on one host: {nodes:?}", r.addr, master.addr);
+        let Some(master) = by_id.get(r.master_id.as_str()) else {
+            return Err(format!("{r:?} replicates an unknown master"));
+        };
+        if ips.len() > 1 && r.ip == master.ip {
+            return Err(format!("replica {} and its master {} on one host: {nodes:?}", r.addr, master.addr));
         }
     }
-    nodes
+    Ok(nodes)
+}
+
+/// Checks the cluster as every member sees it (see [`cluster_whole`]); returns the nodes.
+fn check_cluster(members: &[String], n: usize) -> Vec<NodeLine> {
+    cluster_whole(members, n).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Every master has a replica, on another host.
+fn every_master_replicated_elsewhere(nodes: &[NodeLine]) -> Result<(), String> {
+    for m in nodes.iter().filter(|n| n.master) {
+        if !nodes.iter().any(|r| !r.master && r.master_id == m.id && r.ip != m.ip) {
+            return Err(format!("master {} has no replica on another host: {nodes:?}", m.addr));
+        }
+    }
+    Ok(())
 }
 
 /// Writes KEYS keys with `redis-cli -c` through one node and reads them back through another.
@@ -325,11 +373,58 @@ fn an_engine_lost_has_its_masters_replaced_on_the_other_hosts_with_no_acknowledg
         assert_eq!(value, format!("v{i}"), "kept:{i}, acknowledged by a replica, survives the loss");
     }
 
-    // The host comes back: its engine rejoins the swarm, and the cluster stays whole.
+    // The swarm starts the lost host's tasks again on the other hosts; the manager forgets the lost nodes (failed,
+    // serving no slot, their task containers no longer wanted) and joins the new ones.
+    let lost_ids: HashSet<String> = nodes.iter().filter(|n| n.ip == lost_ip).map(|n| n.id.clone()).collect();
+    let on_lost_host = format!("{lost_ip}:");
+    let forgotten = engines::wait_for("every running node forgets the lost engine's nodes", FORGET, || {
+        let members = stack.members();
+        if let Some(m) = members.iter().find(|m| m.starts_with(&on_lost_host)) {
+            return Err(format!("rediscover still lists {m} on the lost engine"));
+        }
+        for m in &members {
+            let addr = m.split('@').next().unwrap_or_default();
+            let nodes = parse_nodes(&node_reply(addr, &["cluster", "nodes"])?);
+            if let Some(lost) = nodes.iter().find(|n| lost_ids.contains(&n.id)) {
+                return Err(format!("{addr} lists {} {} {}", lost.id, lost.addr, lost.flags));
+            }
+        }
+        Ok(killed.elapsed())
+    });
+    let replaced = engines::wait_for("6 nodes on the other hosts, each master replicated elsewhere", FORGET, || {
+        let members = stack.members();
+        let nodes = cluster_whole(&members, 6)?;
+        every_master_replicated_elsewhere(&nodes)?;
+        Ok(killed.elapsed())
+    });
+    let nodes = check_cluster(&stack.members(), 6);
+    assert!(nodes.iter().all(|n| n.ip != lost_ip && !lost_ids.contains(&n.id)), "{nodes:?}");
+    println!(
+        "swarm: engine {lost_ip} lost: its {} nodes forgotten everywhere after {forgotten:.1?}, the cluster whole \
+         again on the other hosts after {replaced:.1?}",
+        lost_ids.len()
+    );
+
+    // The host comes back: its engine rejoins the swarm, which does not move tasks back and shuts down its old
+    // tasks. Once its own rediscover answers again (a task the swarm started there anew), the cluster stays
+    // whole, the lost nodes with it no more, for as long as gossip would take to bring them back.
     engines.start_again(lost);
     engines.wait_node(lost, "ready", engines::NODE_STATE);
-    let info = cluster_info(&survivor);
-    assert!(info.contains("cluster_state:ok"), "after the engine is back: {info}");
+    let back = format!("{lost_ip}:{}", stack.discover_port);
+    engines::wait_for("the returned engine's rediscover answers", FORGET, || {
+        node_reply(&back, &["PING"]).and_then(|r| if r.trim() == "PONG" { Ok(()) } else { Err(r) })
+    });
+    let engine = &engines.engines()[lost];
+    let label = format!("label=io.rediscover.cluster={}", stack.name);
+    let old_tasks = engine.docker(&["ps", "-q", "--filter", &label]);
+    assert_eq!(old_tasks, "", "no Redis task runs again on the returned engine");
+    let watch = Instant::now();
+    while watch.elapsed() < node_timeout * 3 {
+        let nodes = check_cluster(&stack.members(), 6);
+        every_master_replicated_elsewhere(&nodes).unwrap_or_else(|e| panic!("after the engine is back: {e}"));
+        assert!(nodes.iter().all(|n| !lost_ids.contains(&n.id)), "a lost node is back: {nodes:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
 
     drop(stack);
     drop(engines);

@@ -40,7 +40,7 @@ op_timeout=${CLUSTER_OP_TIMEOUT:-600}
 [ "$size" -ge $((3 * (replicas + 1))) ] || replicas=0
 find_discover
 
-# Member announce strings (ip:port@bus-port), one a line, sorted; MIN/TIMEOUT options may follow.
+# Member announce strings (ip:port@bus-port), one a line, sorted; MIN/TIMEOUT/WITHNAMES options may follow.
 members() { ask_discover 70 MEMBERS LABEL "$label" "$@"; }
 
 # node ip:port@bus ARGS...: a command to one node (over TLS with TLS=1: common.sh's node_tls).
@@ -338,29 +338,17 @@ reconcile() {
 names=${NAMES_FILE:-${TMPDIR:-/tmp}/rediscover-node-names}
 touch "$names" || { say "cannot write $names: set NAMES_FILE to a writable file"; exit 1; }
 
-# Notes "id address container-name" for every member it has not seen at its address. The name comes from
-# the node's own address in the compose network (its CLIENT INFO laddr) through the network's DNS, which
-# answers reverse lookups with "<container name>.<network>"; a node whose name cannot be told is asked again
-# next round.
-unnamed=
+# Notes "id address container-name" for every member it has not seen at its address under that name, from
+# MEMBERS ... WITHNAMES (announce and container name on alternate lines; the name is the one DISCOVER takes:
+# the container's on one engine, the task's container `service.slot.task-id` on a swarm). A node that does
+# not answer CLUSTER MYID yet is asked again next round.
 learn_names() {
-  for m in $1; do
-    grep -q " $m " "$names" && continue
+  for pair in $(echo "$1" | awk 'NR % 2 { m = $0; next } { print m "=" $0 }'); do
+    m=${pair%%=*}
+    name=${pair#*=}
+    awk -v m="$m" -v name="$name" '$2 == m && $3 == name { found = 1 } END { exit !found }' "$names" && continue
     id=$(node "$m" CLUSTER MYID 2>/dev/null) || continue
-    laddr=$(node "$m" CLIENT INFO 2>/dev/null | tr ' ' '\n' | sed -n 's/^laddr=//p')
-    name=$(getent hosts "${laddr%:*}" 2>/dev/null | awk '{ print $2; exit }')
-    if [ -z "$name" ]; then
-      # Said once a node: the question is asked again every round.
-      case " $unnamed " in
-        *" $id "*) ;;
-        *)
-          say "cannot tell the container of $m ($id) from its address ${laddr%:*}: asking again each round, and until then it is not forgotten when it goes"
-          unnamed="$unnamed $id"
-          ;;
-      esac
-      continue
-    fi
-    { grep -v "^$id " "$names" || true; echo "$id $m ${name%%.*}"; } >"$names.new" && mv "$names.new" "$names"
+    { grep -v "^$id " "$names" || true; echo "$id $m $name"; } >"$names.new" && mv "$names.new" "$names"
   done
 }
 
@@ -421,14 +409,15 @@ all_known() {
 until form; do sleep 1; done
 seen=
 while :; do
-  if now=$(members 2>&1); then
-    learn_names "$now"
+  if listed=$(members WITHNAMES 2>&1); then
+    now=$(echo "$listed" | awk 'NR % 2')
+    learn_names "$listed"
     forget_gone "$now"
     if { [ "$now" != "$seen" ] || ! all_known "$now"; } && reconcile "$now"; then
       seen=$now
     fi
   else
-    say "rediscover did not list the nodes: $now"
+    say "rediscover did not list the nodes: $listed"
   fi
   sleep "$interval"
 done

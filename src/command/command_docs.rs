@@ -111,8 +111,12 @@ const DISCOVER_ARGS: &[ArgSpec] = &[
     opt("hostname", "pure-token", "HOSTNAME"),
 ];
 
-const MEMBERS_ARGS: &[ArgSpec] =
-    &[opt("label", "string", "LABEL"), opt("min", "integer", "MIN"), opt("timeout", "integer", "TIMEOUT")];
+const MEMBERS_ARGS: &[ArgSpec] = &[
+    opt("label", "string", "LABEL"),
+    opt("min", "integer", "MIN"),
+    opt("timeout", "integer", "TIMEOUT"),
+    opt("withnames", "pure-token", "WITHNAMES"),
+];
 
 const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
     cmd("client|getname", 2, "Returns the name of the connection.", &[]),
@@ -196,7 +200,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         group: "docker",
         flags: &["readonly"],
         acl: &["@slow", "@read", "@blocking"],
-        summary: "Returns the announce addresses of every running container with a label, optionally waiting for a minimum count.",
+        summary: "Returns the announce addresses (and container names) of every running container with a label, optionally waiting for a minimum count.",
         complexity: "O(N) where N is the number of containers",
         ..cmd("members", -1, "", MEMBERS_ARGS)
     },

@@ -10,7 +10,7 @@ use super::{arg_str, is_keyword, parse_int, CommandError};
 use crate::docker::{DockerError, LabelFilter};
 use crate::protocol::Reply;
 
-/// `MEMBERS [LABEL key[=value]] [MIN n] [TIMEOUT ms]`.
+/// `MEMBERS [LABEL key[=value]] [MIN n] [TIMEOUT ms] [WITHNAMES]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Members {
     /// Only containers with this label.
@@ -19,14 +19,23 @@ pub struct Members {
     pub min: usize,
     /// How long to wait for them; `None` waits up to the server's limit.
     pub timeout: Option<Duration>,
+    /// Follow each announce string with its container's name.
+    pub with_names: bool,
 }
+
+/// One member: its announce string and the container name DISCOVER knows it by.
+type Member = (String, String);
 
 impl Members {
     /// Parses the arguments after `MEMBERS`.
     pub fn parse(args: &[Bytes]) -> Result<Self, CommandError> {
-        let mut m = Members { label: None, min: 0, timeout: None };
+        let mut m = Members { label: None, min: 0, timeout: None, with_names: false };
         let mut rest = args.iter();
         while let Some(option) = rest.next() {
+            if is_keyword(option, "WITHNAMES") {
+                m.with_names = true;
+                continue;
+            }
             let value = rest.next().ok_or(CommandError::Syntax)?;
             if is_keyword(option, "LABEL") {
                 let label =
@@ -46,7 +55,8 @@ impl Members {
         Ok(m)
     }
 
-    /// Answers the sorted announce strings, waiting for `min` of them when asked to.
+    /// Answers the sorted announce strings (each followed by its container's name with `WITHNAMES`), waiting
+    /// for `min` of them when asked to.
     pub async fn apply(self, shared: &Shared) -> Reply {
         let limit = shared.config.max_members_wait;
         let wait = self.timeout.map_or(limit, |t| t.min(limit));
@@ -59,7 +69,7 @@ impl Members {
                 Err(e) => return DiscoverError::from_docker(e, shared.config.docker_timeout).reply(),
             };
             if members.len() >= self.min {
-                return Reply::Array(members.into_iter().map(Reply::text).collect());
+                return reply(members, self.with_names);
             }
             // The table announces each change; while it is stale, Docker is asked again now and then.
             let poll = tokio::time::sleep(Duration::from_millis(500));
@@ -78,20 +88,28 @@ impl Members {
         }
     }
 
-    async fn snapshot(&self, shared: &Shared) -> Result<Vec<String>, DockerError> {
+    async fn snapshot(&self, shared: &Shared) -> Result<Vec<Member>, DockerError> {
         // The port table holds only containers with the required label, and lists only running ones.
-        let mut members: Vec<String> = shared
+        let mut members: Vec<Member> = shared
             .ports
             .list()
             .await?
             .iter()
             .filter(|c| self.label.as_ref().is_none_or(|l| c.has_label(l)))
-            .filter_map(|c| announce(c, shared, None, None).ok())
-            .map(|a| a.to_string())
+            .filter_map(|c| Some((announce(c, shared, None, None).ok()?.to_string(), c.name.clone())))
             .collect();
         members.sort();
         Ok(members)
     }
+}
+
+/// The announce strings, in order; with names, a flat array of announce and name, as Redis's `WITHSCORES`.
+fn reply(members: Vec<Member>, with_names: bool) -> Reply {
+    let items = members.into_iter().flat_map(|(announce, name)| {
+        let name = with_names.then(|| Reply::text(name));
+        std::iter::once(Reply::text(announce)).chain(name)
+    });
+    Reply::Array(items.collect())
 }
 
 #[cfg(test)]
@@ -109,8 +127,39 @@ mod tests {
         assert_eq!(m.min, 3);
         assert_eq!(m.label, Some("app=redis".parse().unwrap()));
         assert_eq!(m.timeout, Some(Duration::from_millis(1500)));
-        assert_eq!(parse(&[]).unwrap(), Members { label: None, min: 0, timeout: None });
+        assert_eq!(parse(&[]).unwrap(), Members { label: None, min: 0, timeout: None, with_names: false });
         assert_eq!(parse(&["TIMEOUT", "0"]).unwrap().timeout, None);
+    }
+
+    #[test]
+    fn withnames_is_a_flag_anywhere_among_the_options() {
+        let m = parse(&["withnames", "LABEL", "app=redis", "MIN", "2"]).unwrap();
+        assert!(m.with_names);
+        assert_eq!((m.min, m.label), (2, Some("app=redis".parse().unwrap())));
+        let m = parse(&["LABEL", "app=redis", "WithNames", "TIMEOUT", "100"]).unwrap();
+        assert!(m.with_names);
+        assert_eq!(m.timeout, Some(Duration::from_millis(100)));
+        assert!(parse(&["MIN", "1", "WITHNAMES"]).unwrap().with_names);
+        assert!(!parse(&["MIN", "1"]).unwrap().with_names);
+        // A value is read as the option's value, whatever its text.
+        assert_eq!(parse(&["MIN", "WITHNAMES"]).unwrap_err(), CommandError::NotInteger);
+        assert_eq!(parse(&["WITHNAMES", "MIN"]).unwrap_err(), CommandError::Syntax);
+        assert_eq!(parse(&["WITHNAME"]).unwrap_err(), CommandError::Syntax);
+    }
+
+    #[test]
+    fn withnames_follows_each_announce_with_its_name() {
+        let members = vec![
+            ("10.0.0.1:30001@40001".to_string(), "rd_redis.2.x1".to_string()),
+            ("10.0.0.2:30001@40001".to_string(), "rd_redis.1.y2".to_string()),
+        ];
+        let texts = |words: &[&str]| Reply::Array(words.iter().map(|w| Reply::text(*w)).collect());
+        assert_eq!(reply(members.clone(), false), texts(&["10.0.0.1:30001@40001", "10.0.0.2:30001@40001"]));
+        assert_eq!(
+            reply(members, true),
+            texts(&["10.0.0.1:30001@40001", "rd_redis.2.x1", "10.0.0.2:30001@40001", "rd_redis.1.y2"])
+        );
+        assert_eq!(reply(Vec::new(), true), Reply::Array(Vec::new()));
     }
 
     #[test]
