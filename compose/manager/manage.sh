@@ -305,6 +305,8 @@ reconcile() {
       say "$m ($id) knows this cluster, which forgot it long ago: it is a lost node back with its old state (its slots went to others); emptying it (FLUSHALL, CLUSTER RESET HARD) to add it as a new node"
       node "$m" FLUSHALL >/dev/null 2>&1 || true
       node "$m" CLUSTER RESET HARD >/dev/null || { pending=1; continue; }
+      # Its new id is learnt with its name next round.
+      { grep -v " $m " "$names" || true; } >"$names.new" && mv "$names.new" "$names"
     fi
     if in_cluster "$m"; then
       say_once "$m ($id) is in another cluster or still joining: leaving it alone"
