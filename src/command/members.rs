@@ -103,13 +103,14 @@ impl Members {
     }
 }
 
-/// The announce strings, in order; with names, a flat array of announce and name, as Redis's `WITHSCORES`.
+/// The announce strings, in order; with names, each followed by its container's name, as Redis answers
+/// `WITHSCORES`: a flat array in RESP2, pairs in RESP3.
 fn reply(members: Vec<Member>, with_names: bool) -> Reply {
-    let items = members.into_iter().flat_map(|(announce, name)| {
-        let name = with_names.then(|| Reply::text(name));
-        std::iter::once(Reply::text(announce)).chain(name)
-    });
-    Reply::Array(items.collect())
+    if with_names {
+        Reply::Pairs(members.into_iter().map(|(announce, name)| (Reply::text(announce), Reply::text(name))).collect())
+    } else {
+        Reply::Array(members.into_iter().map(|(announce, _)| Reply::text(announce)).collect())
+    }
 }
 
 #[cfg(test)]
@@ -155,11 +156,17 @@ mod tests {
         ];
         let texts = |words: &[&str]| Reply::Array(words.iter().map(|w| Reply::text(*w)).collect());
         assert_eq!(reply(members.clone(), false), texts(&["10.0.0.1:30001@40001", "10.0.0.2:30001@40001"]));
-        assert_eq!(
-            reply(members, true),
-            texts(&["10.0.0.1:30001@40001", "rd_redis.2.x1", "10.0.0.2:30001@40001", "rd_redis.1.y2"])
-        );
-        assert_eq!(reply(Vec::new(), true), Reply::Array(Vec::new()));
+        let pairs = reply(members, true);
+        let mut resp2 = bytes::BytesMut::new();
+        pairs.encode(crate::protocol::Protocol::Resp2, &mut resp2);
+        let flat = texts(&["10.0.0.1:30001@40001", "rd_redis.2.x1", "10.0.0.2:30001@40001", "rd_redis.1.y2"]);
+        let mut expected = bytes::BytesMut::new();
+        flat.encode(crate::protocol::Protocol::Resp2, &mut expected);
+        assert_eq!(resp2, expected, "RESP2: one flat array, as WITHSCORES");
+        let mut resp3 = bytes::BytesMut::new();
+        pairs.encode(crate::protocol::Protocol::Resp3, &mut resp3);
+        assert!(resp3.starts_with(b"*2\r\n*2\r\n$20\r\n10.0.0.1:30001@40001\r\n"), "RESP3: pairs: {resp3:?}");
+        assert_eq!(reply(Vec::new(), true), Reply::Pairs(Vec::new()));
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// Key-value pairs: a map in RESP3, a flat array in RESP2.
     Map(Vec<(Reply, Reply)>),
+    /// Pairs in order, as Redis answers `WITHSCORES`: a flat array in RESP2, an array of two-element arrays in
+    /// RESP3.
+    Pairs(Vec<(Reply, Reply)>),
     /// An unordered set: a set in RESP3, an array in RESP2.
     Set(Vec<Reply>),
     /// Text for people (INFO, CLIENT INFO): verbatim in RESP3, a bulk string in RESP2.
@@ -95,7 +98,9 @@ impl Reply {
             Reply::Bulk(b) => Frame2::BulkString(b.clone()),
             Reply::Null => Frame2::Null,
             Reply::Array(items) | Reply::Set(items) => Frame2::Array(items.iter().map(Reply::to_resp2).collect()),
-            Reply::Map(pairs) => Frame2::Array(pairs.iter().flat_map(|(k, v)| [k.to_resp2(), v.to_resp2()]).collect()),
+            Reply::Map(pairs) | Reply::Pairs(pairs) => {
+                Frame2::Array(pairs.iter().flat_map(|(k, v)| [k.to_resp2(), v.to_resp2()]).collect())
+            }
             Reply::Verbatim(s) => Frame2::BulkString(Bytes::copy_from_slice(s.as_bytes())),
             Reply::Announce(a) => Frame2::BulkString(Bytes::from(a.to_string())),
         }
@@ -112,6 +117,13 @@ impl Reply {
             Reply::Bulk(b) => Frame3::BlobString { data: b.clone(), attributes },
             Reply::Null => Frame3::Null,
             Reply::Array(items) => Frame3::Array { data: items.iter().map(Reply::to_resp3).collect(), attributes },
+            Reply::Pairs(pairs) => Frame3::Array {
+                data: pairs
+                    .iter()
+                    .map(|(a, b)| Frame3::Array { data: vec![a.to_resp3(), b.to_resp3()], attributes: None })
+                    .collect(),
+                attributes,
+            },
             Reply::Set(items) => {
                 let data: FrameSet<Frame3> = items.iter().map(Reply::to_resp3).collect();
                 Frame3::Set { data, attributes }
@@ -359,6 +371,9 @@ mod tests {
         assert_eq!(enc(&set, Protocol::Resp3), "~1\r\n+write\r\n");
         assert_eq!(enc(&Reply::Verbatim("a".into()), Protocol::Resp3), "=5\r\ntxt:a\r\n");
         assert_eq!(enc(&Reply::Verbatim("a".into()), Protocol::Resp2), "$1\r\na\r\n");
+        let pairs = Reply::Pairs(vec![(Reply::text("a"), Reply::text("b")), (Reply::text("c"), Reply::text("d"))]);
+        assert_eq!(enc(&pairs, Protocol::Resp2), "*4\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n");
+        assert_eq!(enc(&pairs, Protocol::Resp3), "*2\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n*2\r\n$1\r\nc\r\n$1\r\nd\r\n");
     }
 
     #[test]
