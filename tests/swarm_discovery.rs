@@ -189,6 +189,38 @@ fn a_single_node_swarm_on_this_engine_answers_by_id_name_and_slot() {
         let mut members: Vec<String> = expected.iter().map(|e| e.3.clone()).collect();
         members.sort();
         assert_eq!(client.request(&[b"MEMBERS"]).await, array(&members));
+
+        // The swarm replaces every task: the old containers stay behind, stopped, but never run again, so they are
+        // gone to DISCOVER, from the table and from Docker alike.
+        run_ok("docker", &["service", "update", "--force", "--detach=true", &service.name]);
+        let replaced = engines::wait_for("both tasks replaced", TASKS_READY, || {
+            let tasks = service.running();
+            if tasks.len() == 2 && tasks.iter().all(|t| expected.iter().all(|e| e.0 != t.container_id)) {
+                Ok(tasks)
+            } else {
+                Err(format!("{tasks:?}"))
+            }
+        });
+        for (id, name, _, _) in &expected {
+            let state = run_ok("docker", &["inspect", "-f", "{{.State.Running}}", id]);
+            assert_eq!(state, "false", "the old container {name} is left behind, stopped");
+        }
+        for task in &replaced {
+            let announce = bulk(&local_announce(&node_ip, &task.container_id));
+            let mut reply = String::new();
+            for _ in 0..120 {
+                reply = client.request(&[b"DISCOVER", &task.container_id.as_bytes()[..12]]).await;
+                if reply == announce {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            assert_eq!(reply, announce, "DISCOVER of the new task {}", task.container_id);
+        }
+        for (_, name, _, _) in &expected {
+            let reply = client.request(&[b"DISCOVER", name.as_bytes()]).await;
+            assert!(reply.starts_with("-NOCONTAINER"), "DISCOVER {name} of a task the swarm replaced: {reply:?}");
+        }
     });
     drop((service, swarm));
 }

@@ -213,7 +213,8 @@ impl Ports {
         if swarm {
             match self.read_swarm(cause).await {
                 Ok(tasks) => {
-                    list.retain(|c| !tasks.iter().any(|t| t.id == c.id));
+                    // A task container is the swarm's entry when the swarm wants it, and gone when it does not.
+                    list.retain(|c| !tasks.iter().any(|t| t.id == c.id) && !super::swarm::left_behind(c, &tasks));
                     list.extend(tasks);
                 }
                 // The engine left the swarm, or its manager role: answer for its own containers until the

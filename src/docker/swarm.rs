@@ -16,6 +16,14 @@ pub const ANNOUNCE_IP_LABEL: &str = "io.rediscover.announce-ip";
 /// The label Docker puts on a task's container.
 pub const TASK_ID_LABEL: &str = "com.docker.swarm.task.id";
 
+/// True for a stopped container of this engine that a swarm task made (it carries the task id label) when the
+/// swarm no longer wants that task: it is not among `wanted`, the task containers the swarm wants running. Such a
+/// container never runs again (the swarm starts a new task instead), so it is answered as gone, not as stopped. A
+/// running one is kept: the manager may not know yet which container a task that just started runs in.
+pub fn left_behind(local: &Container, wanted: &[Container]) -> bool {
+    !local.running && local.labels.contains_key(TASK_ID_LABEL) && !wanted.iter().any(|t| t.id == local.id)
+}
+
 /// The task containers the swarm wants running and that carry `label`, as table entries: named
 /// `service.slot.task-id` (Docker's name for the container) and also `service.slot`, with their node's address.
 pub fn task_containers(

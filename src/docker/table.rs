@@ -186,9 +186,15 @@ impl PortTable {
         }
     }
 
-    /// Replaces every swarm task (an entry with a node address) with `tasks`, leaving local containers as they are.
+    /// Replaces every swarm task (an entry with a node address) with `tasks`, leaving local containers as they are,
+    /// except the containers of tasks the swarm no longer wants.
     pub fn replace_swarm(&mut self, tasks: Vec<Container>) {
-        let old: Vec<String> = self.by_id.values().filter(|c| c.ip.is_some()).map(|c| c.id.clone()).collect();
+        let old: Vec<String> = self
+            .by_id
+            .values()
+            .filter(|c| c.ip.is_some() || super::swarm::left_behind(c, &tasks))
+            .map(|c| c.id.clone())
+            .collect();
         for id in old {
             self.remove(&id);
         }
@@ -312,6 +318,22 @@ mod tests {
         assert!(matches!(t.find("abcdef012345"), Found::One(c) if c.id == a));
         assert_eq!(t.find("b"), Found::None);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_swarm_read_drops_the_stopped_containers_of_tasks_the_swarm_no_longer_wants() {
+        let task_label = |mut c: Container| {
+            c.labels.insert(super::super::swarm::TASK_ID_LABEL.to_string(), "t".to_string());
+            c
+        };
+        let old_task = Container { running: false, ports: Vec::new(), ..task_label(container("old", "svc.1.t1")) };
+        let starting = task_label(container("new", "svc.1.t2"));
+        let stopped_plain = Container { running: false, ..container("plain", "plain") };
+        let mut t = PortTable::from_containers([old_task, starting, stopped_plain]);
+        t.replace_swarm(Vec::new());
+        assert_eq!(t.find("svc.1.t1"), Found::None, "a stopped task container the swarm does not want is gone");
+        assert!(matches!(t.find("svc.1.t2"), Found::One(_)), "a running one stays until the swarm names its task");
+        assert!(matches!(t.find("plain"), Found::One(c) if !c.running), "a stopped plain container stays");
     }
 
     #[test]
