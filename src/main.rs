@@ -166,8 +166,11 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(cli.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cli.listen))?;
-        let ports = Ports::new(DockerClient::new(docker_host, config.docker_timeout), config.require_label.clone());
-        ports.set_swarm_read_every(config.swarm_read_every);
+        let ports = Ports::new(
+            DockerClient::new(docker_host, config.docker_timeout),
+            config.require_label.clone(),
+            config.swarm_read_every,
+        );
         if !chosen {
             ports.announce_node_address(node_ip_required);
         }

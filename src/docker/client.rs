@@ -304,6 +304,7 @@ fn from_summary(s: ContainerSummary) -> Option<Container> {
         ports,
         ip: None,
         aliases: Vec::new(),
+        from_swarm: false,
     })
 }
 
@@ -322,6 +323,7 @@ fn from_inspect(r: ContainerInspectResponse) -> Option<Container> {
         ports,
         ip: None,
         aliases: Vec::new(),
+        from_swarm: false,
     })
 }
 

@@ -32,7 +32,7 @@ pub struct Ports {
     /// When the swarm's tasks were last read into the table.
     swarm_read: Mutex<Option<std::time::Instant>>,
     /// How often the follower reads the swarm's tasks again when nothing else made it read them.
-    swarm_read_every: Mutex<Duration>,
+    swarm_read_every: Duration,
     /// Whether the engine's own containers are announced at its swarm node address when it is a swarm node.
     announce_node: AtomicBool,
     /// Whether they have no other address: until Docker tells the node address, they cannot be announced.
@@ -46,8 +46,11 @@ pub struct Ports {
 
 impl Ports {
     /// An empty table in front of this Docker client, seeing only containers with `label` when one is given.
-    /// Until [`follow`](super::follow) (or [`Ports::install`]) fills it, every lookup asks Docker.
-    pub fn new(client: DockerClient, label: Option<LabelFilter>) -> Arc<Self> {
+    /// Until [`follow`](super::follow) (or [`Ports::install`]) fills it, every lookup asks Docker. On a swarm
+    /// manager, the follower reads the swarm's tasks again every `swarm_read_every` when no event made it read
+    /// them (tasks that fail and are rescheduled send none); a period of zero is taken as a millisecond, as a
+    /// timer needs one.
+    pub fn new(client: DockerClient, label: Option<LabelFilter>, swarm_read_every: Duration) -> Arc<Self> {
         Arc::new(Ports {
             table: RwLock::new(PortTable::default()),
             fresh: AtomicBool::new(false),
@@ -57,7 +60,7 @@ impl Ports {
             misses: Misses::default(),
             swarm: AtomicBool::new(false),
             swarm_read: Mutex::new(None),
-            swarm_read_every: Mutex::new(DEFAULT_SWARM_READ_EVERY),
+            swarm_read_every: swarm_read_every.max(Duration::from_millis(1)),
             announce_node: AtomicBool::new(false),
             node_ip_required: AtomicBool::new(false),
             node_ip: Mutex::new(None),
@@ -74,16 +77,9 @@ impl Ports {
         self.node_ip_required.store(required, Ordering::Release);
     }
 
-    /// Sets how often the follower reads a swarm's tasks again when no event made it read them (tasks that fail
-    /// and are rescheduled send none); it takes effect at the next resync. A period of zero is taken as a
-    /// millisecond, as a timer needs one.
-    pub fn set_swarm_read_every(&self, every: Duration) {
-        *lock(&self.swarm_read_every) = every.max(Duration::from_millis(1));
-    }
-
     /// How often the follower reads a swarm's tasks again when no event made it read them.
     pub fn swarm_read_every(&self) -> Duration {
-        *lock(&self.swarm_read_every)
+        self.swarm_read_every
     }
 
     /// Records the engine's swarm node address (`None` outside a swarm), as read at a resync.
@@ -214,7 +210,8 @@ impl Ports {
             match self.read_swarm(cause).await {
                 Ok(tasks) => {
                     // A task container is the swarm's entry when the swarm wants it, and gone when it does not.
-                    list.retain(|c| !tasks.iter().any(|t| t.id == c.id) && !super::swarm::left_behind(c, &tasks));
+                    let wanted = super::swarm::ids(&tasks);
+                    list.retain(|c| !wanted.contains(c.id.as_str()) && !super::swarm::left_behind(c, &wanted));
                     list.extend(tasks);
                 }
                 // The engine left the swarm, or its manager role: answer for its own containers until the
@@ -357,6 +354,7 @@ mod tests {
             labels: Default::default(),
             running: true,
             ports: vec![(6379, 32768), (16379, 32769)],
+            from_swarm: ip.is_some(),
             ip,
             aliases: Vec::new(),
         }
@@ -364,7 +362,11 @@ mod tests {
 
     #[tokio::test]
     async fn with_no_address_of_its_own_a_local_container_waits_for_the_node_address() {
-        let ports = Ports::new(DockerClient::new("unix:///nonexistent", std::time::Duration::from_secs(1)), None);
+        let ports = Ports::new(
+            DockerClient::new("unix:///nonexistent", Duration::from_secs(1)),
+            None,
+            DEFAULT_SWARM_READ_EVERY,
+        );
         ports.announce_node_address(true);
         let task_ip: IpAddr = "198.18.0.11".parse().unwrap();
         ports.install(vec![container('a', None), container('b', Some(task_ip))]);
@@ -376,7 +378,11 @@ mod tests {
 
     #[test]
     fn the_node_address_is_used_only_when_asked_for() {
-        let ports = Ports::new(DockerClient::new("unix:///nonexistent", std::time::Duration::from_secs(1)), None);
+        let ports = Ports::new(
+            DockerClient::new("unix:///nonexistent", Duration::from_secs(1)),
+            None,
+            DEFAULT_SWARM_READ_EVERY,
+        );
         let ip: IpAddr = "198.18.0.12".parse().unwrap();
         ports.set_node_ip(Some(ip));
         assert_eq!(ports.node_ip(), None, "an address given on the command line wins");

@@ -29,6 +29,8 @@ pub struct Container {
     pub ip: Option<IpAddr>,
     /// Other names it answers to: a swarm task's `service.slot`.
     pub aliases: Vec<String>,
+    /// Read from a swarm manager's task list (a task of any node), not from the engine's own containers.
+    pub from_swarm: bool,
 }
 
 impl Container {
@@ -164,11 +166,13 @@ impl PortTable {
             return false;
         }
         match read {
-            // A local read of a swarm task knows nothing of its node: keep what the swarm said.
+            // A local read of a swarm task knows nothing of its node (a node label may set its address) nor of
+            // its `service.slot`: keep what the swarm said.
             Some(mut container) => {
-                if let Some(known) = self.by_id.get(id).filter(|_| container.ip.is_none()) {
+                if let Some(known) = self.by_id.get(id).filter(|k| k.from_swarm) {
                     container.ip = known.ip;
                     container.aliases = known.aliases.clone();
+                    container.from_swarm = true;
                 }
                 self.upsert(container)
             }
@@ -186,13 +190,14 @@ impl PortTable {
         }
     }
 
-    /// Replaces every swarm task (an entry with a node address) with `tasks`, leaving local containers as they are,
-    /// except the containers of tasks the swarm no longer wants.
+    /// Replaces every swarm task with `tasks`, leaving the engine's own containers as they are, except the
+    /// containers of tasks the swarm no longer wants.
     pub fn replace_swarm(&mut self, tasks: Vec<Container>) {
+        let wanted = super::swarm::ids(&tasks);
         let old: Vec<String> = self
             .by_id
             .values()
-            .filter(|c| c.ip.is_some() || super::swarm::left_behind(c, &tasks))
+            .filter(|c| c.from_swarm || super::swarm::left_behind(c, &wanted))
             .map(|c| c.id.clone())
             .collect();
         for id in old {
@@ -205,12 +210,12 @@ impl PortTable {
 
     /// Whether it holds this container as a swarm task (with its node's address).
     pub fn is_swarm_task(&self, id: &str) -> bool {
-        self.by_id.get(id).is_some_and(|c| c.ip.is_some())
+        self.by_id.get(id).is_some_and(|c| c.from_swarm)
     }
 
     /// How many swarm tasks it holds.
     pub fn swarm_len(&self) -> usize {
-        self.by_id.values().filter(|c| c.ip.is_some()).count()
+        self.by_id.values().filter(|c| c.from_swarm).count()
     }
 
     /// Adds a container or replaces what the table knew of it.
@@ -293,6 +298,7 @@ mod tests {
             ports: vec![(6379, 32768), (16379, 32769)],
             ip: None,
             aliases: Vec::new(),
+            from_swarm: false,
         }
     }
 
@@ -334,6 +340,35 @@ mod tests {
         assert_eq!(t.find("svc.1.t1"), Found::None, "a stopped task container the swarm does not want is gone");
         assert!(matches!(t.find("svc.1.t2"), Found::One(_)), "a running one stays until the swarm names its task");
         assert!(matches!(t.find("plain"), Found::One(c) if !c.running), "a stopped plain container stays");
+    }
+
+    #[test]
+    fn a_swarm_read_keeps_the_engines_own_containers_announced_at_its_node_address() {
+        let node_ip: IpAddr = "198.18.0.10".parse().unwrap();
+        let local = Container { ip: Some(node_ip), ..container("local", "plain") };
+        let task = Container { ip: Some(node_ip), from_swarm: true, ..container("task", "svc.1.t1") };
+        let mut t = PortTable::from_containers([local, task]);
+        assert_eq!(t.swarm_len(), 1);
+        t.replace_swarm(Vec::new());
+        assert!(matches!(t.find("plain"), Found::One(_)), "a container of the engine itself is not a task");
+        assert_eq!(t.find("svc.1.t1"), Found::None, "a task the swarm no longer lists is gone");
+    }
+
+    #[test]
+    fn a_local_read_of_a_swarm_task_keeps_what_the_swarm_said() {
+        let labelled: IpAddr = "203.0.113.7".parse().unwrap();
+        let task = Container {
+            ip: Some(labelled),
+            aliases: vec!["svc.1".to_string()],
+            from_swarm: true,
+            ..container("task", "svc.1.t1")
+        };
+        let mut t = PortTable::from_containers([task]);
+        let event = t.mark_changed("task");
+        // The engine's own read, announced at its node address: the swarm's node label says otherwise.
+        let local = Container { ip: Some("198.18.0.10".parse().unwrap()), ..container("task", "svc.1.t1") };
+        assert!(t.settle("task", event, Some(local)));
+        assert!(matches!(t.find("svc.1"), Found::One(c) if c.ip == Some(labelled) && c.from_swarm));
     }
 
     #[test]

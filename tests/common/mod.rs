@@ -40,14 +40,22 @@ impl TestServer {
 
     /// A server whose port table follows Docker at `host` (which need not exist yet).
     pub async fn with_docker_host(config: Config, host: &str) -> TestServer {
-        let ports = Ports::new(DockerClient::new(host, config.docker_timeout), config.require_label.clone());
+        let ports = Ports::new(
+            DockerClient::new(host, config.docker_timeout),
+            config.require_label.clone(),
+            config.swarm_read_every,
+        );
         Self::start(config, ports, true).await
     }
 
     /// A server on the real Docker engine whose table follows nothing: every lookup asks Docker, as a lookup
     /// does while the table is stale.
     pub async fn cold(config: Config) -> TestServer {
-        let ports = Ports::new(DockerClient::new(DOCKER_SOCKET, config.docker_timeout), config.require_label.clone());
+        let ports = Ports::new(
+            DockerClient::new(DOCKER_SOCKET, config.docker_timeout),
+            config.require_label.clone(),
+            config.swarm_read_every,
+        );
         Self::start(config, ports, false).await
     }
 
@@ -59,7 +67,8 @@ impl TestServer {
             .require_label
             .clone()
             .unwrap_or_else(|| format!("{TEST_LABEL}.nobody={}", unique()).parse().expect("a label filter"));
-        let ports = Ports::new(DockerClient::new(DOCKER_SOCKET, config.docker_timeout), Some(label));
+        let ports =
+            Ports::new(DockerClient::new(DOCKER_SOCKET, config.docker_timeout), Some(label), config.swarm_read_every);
         ports.install(containers);
         Self::start(config, ports, false).await
     }
@@ -348,6 +357,7 @@ pub fn node(id: &str, name: &str, running: bool, ports: Vec<(u16, u16)>) -> Cont
         ports,
         ip: None,
         aliases: Vec::new(),
+        from_swarm: false,
     }
 }
 

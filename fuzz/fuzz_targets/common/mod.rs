@@ -21,9 +21,10 @@ pub fn shared(config: Config) -> Arc<Shared> {
         ports: ports.to_vec(),
         ip: None,
         aliases: Vec::new(),
+        from_swarm: false,
     };
     // No Docker engine answers behind the table: what it cannot answer gets DOCKERDOWN at once.
-    let ports = Ports::new(DockerClient::new("/nonexistent/docker.sock", config.docker_timeout), None);
+    let ports = Ports::new(DockerClient::new("/nonexistent/docker.sock", config.docker_timeout), None, config.swarm_read_every);
     ports.install(vec![
         container("0123456789ab", "redis-1", true, &[(6379, 32768), (16379, 32769)]),
         container("0123456789ac", "redis-2", true, &[(6379, 32770)]),
