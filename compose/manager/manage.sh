@@ -250,9 +250,12 @@ settle_slots() {
 # (failed, serving no slot, its container gone) and it came back with its old nodes.conf and data, as a swarm
 # task does when the swarm starts its slot again on a host where an earlier task of that slot left its volume.
 # Nobody answers it, and its slots are served by others: what it holds is out of date. A node that joins knows
-# the cluster too, but only for the moment of its handshake.
+# the cluster too, but only for the moment of its handshake. The time counts only while every round finds it so
+# (see reconcile and the main loop).
 suspects=
+asked=
 forgotten() {
+  asked="$asked $2"
   ids=$(echo "$3" | awk '{ printf " %s", $1 }')
   if ! node "$1" CLUSTER NODES 2>/dev/null | awk -v ids="$ids " '
     $3 !~ /myself/ && index(ids, " " $1 " ") { found = 1 } END { exit !found }'; then
@@ -280,6 +283,7 @@ reconcile() {
     return 1
   fi
   pending=0
+  asked=
   for m in $1; do
     nodes=$(node "$entry" CLUSTER NODES) || return 1
     # Known at this address: nothing to do.
@@ -332,6 +336,15 @@ reconcile() {
     fi
     await_member "$entry" "$id" "$master" || pending=1
   done
+  # A suspect that this round did not find unknown and knowing the cluster (it joined, or left the members)
+  # starts again from nothing if it is ever found so again.
+  kept_suspects=
+  for s in $suspects; do
+    case " $asked " in
+      *" ${s%%=*} "*) kept_suspects="$kept_suspects $s" ;;
+    esac
+  done
+  suspects=$kept_suspects
   place_idle_masters "$entry" || return 1
   settle_slots "$entry" || return 1
   [ "$pending" = 0 ]
@@ -415,7 +428,10 @@ while :; do
     now=$(echo "$listed" | awk 'NR % 2')
     learn_names "$listed"
     forget_gone "$now"
-    if { [ "$now" != "$seen" ] || ! all_known "$now"; } && reconcile "$now"; then
+    if [ "$now" = "$seen" ] && all_known "$now"; then
+      # Every member is known at its address: none is a forgotten node.
+      suspects=
+    elif reconcile "$now"; then
       seen=$now
     fi
   else
