@@ -378,6 +378,11 @@ pub fn settled(project: &Project, known: usize) -> Result<Vec<NodeLine>, String>
     if seen != members {
         return Err(format!("cluster nodes {seen:?} but Docker publishes {members:?}"));
     }
+    // A node the manager adds as a replica is a master without slots for a moment (add-node, then REPLICATE),
+    // perhaps after the rebalance check above saw it still in its handshake.
+    if let Some(idle) = nodes.iter().find(|n| n.is_master() && n.slots == 0 && !n.flags.contains("fail")) {
+        return Err(format!("{} is a master without slots: still being placed", idle.addr));
+    }
     Ok(nodes)
 }
 
