@@ -488,6 +488,33 @@ async fn a_manager_refusing_its_tasks_still_answers_for_its_own_containers_until
     assert_eq!(ask(&server, &[b"DISCOVER", TASK]).await, announced("198.18.0.11:32771@42771"));
 }
 
+#[tokio::test]
+#[ignore = "a periodic read that finds the tasks again leaves the engine counted as no manager"]
+async fn a_manager_whose_tasks_come_back_at_a_periodic_read_counts_as_a_manager_again() {
+    let fake = FakeDocker::manager(32771);
+    let config = Config { swarm_read_every: Duration::from_millis(200), ..config() };
+    let server = TestServer::with_docker_host(config, &fake.path).await;
+    wait_swarm_synced(&server).await;
+    fake.set_tasks(Tasks::NotManager, 32771);
+    let info = refused_tasks_leave_the_local_containers(&server).await;
+    // Just after a resync, so that the follower's next look is its periodic read.
+    let resyncs = info_number(&info, "table_resyncs");
+    let info = server
+        .wait_info("the follower resyncs once more", |i| {
+            info_number(i, "table_resyncs") > resyncs && info_number(i, "table_fresh") == 1
+        })
+        .await;
+    fake.set_tasks(Tasks::Serve, 32771);
+    let back = wait_swarm_synced(&server).await;
+    assert_eq!(info_number(&back, "table_resyncs"), info_number(&info, "table_resyncs"), "{back}");
+    assert_eq!(info_value(&back, "swarm_last_read_cause").as_deref(), Some("timer"), "{back}");
+    server
+        .wait_info("the engine counts as a manager again, so a lookup that misses sees the swarm", |i| {
+            info_number(i, "swarm_manager") == 1
+        })
+        .await;
+}
+
 /// Waits until the follower, finding the swarm's tasks refused, follows the engine's own containers alone.
 async fn refused_tasks_leave_the_local_containers(server: &TestServer) -> String {
     server
