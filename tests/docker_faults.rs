@@ -489,7 +489,6 @@ async fn a_manager_refusing_its_tasks_still_answers_for_its_own_containers_until
 }
 
 #[tokio::test]
-#[ignore = "a periodic read that finds the tasks again leaves the engine counted as no manager"]
 async fn a_manager_whose_tasks_come_back_at_a_periodic_read_counts_as_a_manager_again() {
     let fake = FakeDocker::manager(32771);
     let config = Config { swarm_read_every: Duration::from_millis(200), ..config() };

@@ -251,8 +251,10 @@ impl Ports {
         (read(&self.table).swarm_len(), lock(&self.swarm_read).map(|t| t.elapsed()))
     }
 
-    /// Replaces the table's swarm tasks with a fresh read.
+    /// Replaces the table's swarm tasks with a fresh read. The engine manages a swarm again if a failed read had
+    /// made lookups answer for its own containers only.
     pub fn install_swarm(&self, tasks: Vec<Container>) {
+        self.swarm.store(true, Ordering::Release);
         write(&self.table).replace_swarm(tasks);
         *lock(&self.swarm_read) = Some(std::time::Instant::now());
         self.bump();
