@@ -255,7 +255,8 @@ impl DockerClient {
 }
 
 fn connect(host: &str, timeout: Duration) -> Result<Docker, DockerError> {
-    let secs = timeout.as_secs().max(1);
+    // Bollard counts whole seconds: its own limit is a backstop past ours, which cuts at the exact time.
+    let secs = timeout.as_secs() + 1;
     let version = bollard::API_DEFAULT_VERSION;
     let result = if host.starts_with("tcp://") || host.starts_with("http://") {
         Docker::connect_with_http(host, secs, version)
