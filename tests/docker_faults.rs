@@ -362,11 +362,12 @@ async fn wait_discover(server: &TestServer, name: &[u8], want: &str) {
 
 /// Waits until the table follows Docker and holds the swarm's task.
 async fn wait_swarm_synced(server: &TestServer) -> String {
-    server
-        .wait_info("the table syncs with the swarm", |i| {
-            info_number(i, "table_fresh") == 1 && info_number(i, "swarm_tasks") == 1
-        })
-        .await
+    wait_synced(server, 1, "the table syncs with the swarm").await
+}
+
+/// Waits until the table follows Docker and holds `tasks` swarm tasks.
+async fn wait_synced(server: &TestServer, tasks: u64, what: &str) -> String {
+    server.wait_info(what, |i| info_number(i, "table_fresh") == 1 && info_number(i, "swarm_tasks") == tasks).await
 }
 
 #[tokio::test]
@@ -469,13 +470,7 @@ async fn a_dropped_swarm_event_stream_resyncs_the_table_and_a_node_event_after_i
 
 #[tokio::test]
 async fn a_manager_refusing_its_tasks_still_answers_for_its_own_containers_until_the_tasks_come_back() {
-    let fake = FakeDocker::manager(32771);
-    let config = Config { swarm_read_every: Duration::from_millis(200), ..config() };
-    let server = TestServer::with_docker_host(config, &fake.path).await;
-    wait_swarm_synced(&server).await;
-    // The engine is a manager no more, though its /info, read before, said it was.
-    fake.set_tasks(Tasks::NotManager, 32771);
-    refused_tasks_leave_the_local_containers(&server).await;
+    let (fake, server, _) = manager_that_refuses_its_tasks().await;
     // Over a few periodic reads, each refused: the engine's own container answers, the task is gone.
     for _ in 0..20 {
         assert_eq!(ask(&server, &[b"DISCOVER", b"fake-1"]).await, announced(LOCAL));
@@ -490,12 +485,7 @@ async fn a_manager_refusing_its_tasks_still_answers_for_its_own_containers_until
 
 #[tokio::test]
 async fn a_manager_whose_tasks_come_back_at_a_periodic_read_counts_as_a_manager_again() {
-    let fake = FakeDocker::manager(32771);
-    let config = Config { swarm_read_every: Duration::from_millis(200), ..config() };
-    let server = TestServer::with_docker_host(config, &fake.path).await;
-    wait_swarm_synced(&server).await;
-    fake.set_tasks(Tasks::NotManager, 32771);
-    let info = refused_tasks_leave_the_local_containers(&server).await;
+    let (fake, server, info) = manager_that_refuses_its_tasks().await;
     // Just after a resync, so that the follower's next look is its periodic read.
     let resyncs = info_number(&info, "table_resyncs");
     let info = server
@@ -514,13 +504,16 @@ async fn a_manager_whose_tasks_come_back_at_a_periodic_read_counts_as_a_manager_
         .await;
 }
 
-/// Waits until the follower, finding the swarm's tasks refused, follows the engine's own containers alone.
-async fn refused_tasks_leave_the_local_containers(server: &TestServer) -> String {
-    server
-        .wait_info("the follower finds the tasks refused and keeps the local containers", |i| {
-            info_number(i, "table_fresh") == 1 && info_number(i, "swarm_tasks") == 0
-        })
-        .await
+/// A server that synced with a swarm manager whose engine then refuses its tasks (a manager no more, though its
+/// /info, read before, said it was), once the follower follows the engine's own containers alone; and its INFO.
+async fn manager_that_refuses_its_tasks() -> (FakeDocker, TestServer, String) {
+    let fake = FakeDocker::manager(32771);
+    let config = Config { swarm_read_every: Duration::from_millis(200), ..config() };
+    let server = TestServer::with_docker_host(config, &fake.path).await;
+    wait_swarm_synced(&server).await;
+    fake.set_tasks(Tasks::NotManager, 32771);
+    let info = wait_synced(&server, 0, "the follower finds the tasks refused and keeps the local containers").await;
+    (fake, server, info)
 }
 
 #[tokio::test]
