@@ -143,8 +143,10 @@ where
         let mut last_activity = tokio::time::Instant::now();
         // Whether the last read left the socket empty: then there is nothing to take without waiting.
         let mut drained = true;
-        // Made once: waiting on shutdown registers this connection with the token on the first wait, not on each.
+        // Made once and polled once: its first poll registers this task's waker with the token, which wakes the
+        // task when it is cancelled; later waits only read the token's flag (a poll takes the token's lock).
         let mut cancelled = std::pin::pin!(shutdown.cancelled());
+        let mut registered = false;
         loop {
             if !input.is_empty() {
                 if output.capacity() == 0 {
@@ -230,7 +232,16 @@ where
                     tokio::select! {
                         biased;
                         read = stream.read_when_ready(&mut input) => read,
-                        _ = &mut cancelled => return Close::Shutdown,
+                        _ = std::future::poll_fn(|cx| {
+                            if shutdown.is_cancelled() {
+                                Poll::Ready(())
+                            } else if registered {
+                                Poll::Pending
+                            } else {
+                                registered = true;
+                                cancelled.as_mut().poll(cx)
+                            }
+                        }) => return Close::Shutdown,
                         _ = sleep_until(deadline) => {
                             shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
                             if mid_request {
