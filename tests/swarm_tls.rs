@@ -1,7 +1,7 @@
 //! compose/swarm.sh with TLS=1 and DISCOVER_TLS=1 on this machine's engine as a single-node swarm: the
 //! certificates reach the tasks as swarm configs and a secret, the nodes and rediscover speak TLS only, a second
-//! `up` with the same files changes nothing, other files are refused, and `down` leaves nothing behind. The test
-//! holds the host's swarm alone and leaves it as it found it.
+//! `up` with the same files changes nothing, other files are refused, `scale` and `status` speak TLS unasked, and
+//! `down` leaves nothing behind. The test holds the host's swarm alone and leaves it as it found it.
 
 mod common;
 mod engines;
@@ -115,6 +115,40 @@ impl Drop for Stack {
     }
 }
 
+/// This engine as the manager of a swarm for the test, so that `swarm.sh down` keeps it and what the stack
+/// leaves in it can be seen: a swarm it made is left when dropped, and docker_gwbridge with it if that was new.
+struct OwnSwarm {
+    made: bool,
+    gwbridge: bool,
+}
+
+impl OwnSwarm {
+    fn init(before: &engines::SwarmState) -> OwnSwarm {
+        match before.local_node_state.as_str() {
+            "inactive" => {
+                let ip = rediscover::config::resolve_announce_ip(None, None)
+                    .expect("this host has a default route (the swarm advertises its address)")
+                    .to_string();
+                run_ok("docker", &["swarm", "init", "--advertise-addr", &ip]);
+                OwnSwarm { made: true, gwbridge: before.gwbridge }
+            }
+            "active" => OwnSwarm { made: false, gwbridge: before.gwbridge },
+            other => panic!("this engine's swarm state is '{other}': make it a manager or leave the swarm, and rerun"),
+        }
+    }
+}
+
+impl Drop for OwnSwarm {
+    fn drop(&mut self) {
+        if self.made {
+            let _ = run("docker", &["swarm", "leave", "--force"]);
+            if !self.gwbridge {
+                let _ = run("docker", &["network", "rm", "docker_gwbridge"]);
+            }
+        }
+    }
+}
+
 /// What a node's announced port says to plain text within 3 s.
 fn plain_text_reply(addr: &str) -> Vec<u8> {
     let mut stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
@@ -129,19 +163,7 @@ fn plain_text_reply(addr: &str) -> Vec<u8> {
 fn a_tls_stack_speaks_tls_only_through_its_announced_addresses_and_leaves_nothing_behind() {
     let host = Host::claim();
     let before = host.swarm();
-    /// Leaves a swarm the test made and left behind, whatever way it ends.
-    struct Restore(String, bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            if self.0 == "inactive" && run_ok("docker", &["info", "-f", "{{.Swarm.LocalNodeState}}"]) != "inactive" {
-                let _ = run("docker", &["swarm", "leave", "--force"]);
-                if !self.1 {
-                    let _ = run("docker", &["network", "rm", "docker_gwbridge"]);
-                }
-            }
-        }
-    }
-    let _restore = Restore(before.local_node_state.clone(), before.gwbridge);
+    let swarm = OwnSwarm::init(&before);
     let stack = Stack::new();
     let tls_dir = stack.tls_dir.display().to_string();
     let tls = [("TLS", "1"), ("DISCOVER_TLS", "1"), ("TLS_DIR", tls_dir.as_str())];
@@ -182,8 +204,8 @@ fn a_tls_stack_speaks_tls_only_through_its_announced_addresses_and_leaves_nothin
     let (plain, err) = redis_cli_env(&["-p", &port, "PING"], "", &[]);
     assert!(!plain.contains("PONG"), "rediscover in plain text: {plain}{err}");
 
-    // 4. A second up with the same files finds its secret and configs as they are and replaces no task; status
-    // speaks TLS with no setting given; other files are refused before anything changes.
+    // 4. A second up with the same files finds its secret and configs as they are and replaces no task; other
+    // files are refused before anything changes.
     let secrets = stack.objects("secret");
     let tasks = stack.containers();
     let (_, _, took) = stack.swarm_sh_ok(&["up", "6"], &tls);
@@ -191,26 +213,30 @@ fn a_tls_stack_speaks_tls_only_through_its_announced_addresses_and_leaves_nothin
     assert_eq!(stack.objects("secret"), secrets, "the same secret");
     let again = stack.containers();
     assert_eq!(again, tasks, "no task replaced");
-    let (status, _, _) = stack.swarm_sh_ok(&["status"], &[]);
-    assert!(status.lines().any(|l| l == "cluster_state:ok"), "status over TLS: {status}");
-    assert_eq!(status.lines().filter(|l| l.contains(" runs on ")).count(), 6, "status over TLS: {status}");
     let other = std::env::temp_dir().join(format!("{}-other-tls", stack.name));
     run_ok(concat!(env!("CARGO_MANIFEST_DIR"), "/compose/tls.sh"), &[&other.display().to_string()]);
     let out = stack.swarm_sh(&["up", "6"], &[("TLS_DIR", &other.display().to_string())]);
     let _ = std::fs::remove_dir_all(&other);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("holds other certificates"), "up with other files: {stderr}");
-    assert_eq!(stack.containers(), tasks);
+    assert_eq!(stack.containers(), tasks, "the refused up replaced no task");
 
-    // 5. down leaves no stack, secret, config or volume, and the engine's swarm as it was.
+    // 5. scale and status speak TLS with no setting given: they take them from the running stack.
+    let (stdout, _, took) = stack.swarm_sh_ok(&["scale", "7"], &[]);
+    println!("swarm_tls: scale 7 with no setting given: {} ({took:.1?})", stdout.trim());
+    assert_eq!(stack.members().len(), 7, "rediscover lists the new node");
+    let (status, _, _) = stack.swarm_sh_ok(&["status"], &[]);
+    assert!(status.lines().any(|l| l == "cluster_state:ok"), "status over TLS: {status}");
+    assert_eq!(status.lines().filter(|l| l.contains(" runs on ")).count(), 7, "status over TLS: {status}");
+
+    // 6. down leaves no stack, secret, config or volume in the swarm, which stays.
     stack.swarm_sh_ok(&["down"], &[]);
-    if host.swarm().local_node_state == "active" {
-        let stacks = run_ok("docker", &["stack", "ls", "--format", "{{.Name}}"]);
-        assert!(!stacks.lines().any(|s| s == stack.name), "stack {} is gone: {stacks}", stack.name);
-        assert_eq!(stack.objects("secret"), "", "no secret of the stack left");
-        assert_eq!(stack.objects("config"), "", "no config of the stack left");
-    }
+    let stacks = run_ok("docker", &["stack", "ls", "--format", "{{.Name}}"]);
+    assert!(!stacks.lines().any(|s| s == stack.name), "stack {} is gone: {stacks}", stack.name);
+    assert_eq!(stack.objects("secret"), "", "no secret of the stack left");
+    assert_eq!(stack.objects("config"), "", "no config of the stack left");
     let volumes = run_ok("docker", &["volume", "ls", "-q", "--filter", &format!("name={}_", stack.name)]);
     assert_eq!(volumes, "", "no volume of the stack left");
+    drop((stack, swarm));
     assert_eq!(host.swarm(), before, "the engine's swarm is as it was");
 }
