@@ -13,7 +13,9 @@
 # (rust:1-alpine), CLUSTER_NODE_TIMEOUT (5000 ms), WAIT_SECONDS (300), PULL_SECONDS (600), OFFLINE=1 (use the
 # images of compose/offline-images.sh without trying a registry), DISCOVER_USER (uid:gid of rediscover in its
 # containers; default 0:0, root without capabilities, as the Docker group's id may differ between hosts),
-# REDIS_PASSWORD (none: see README, Security).
+# REDIS_PASSWORD (none: see README, Security), TLS=1 (the nodes speak TLS only), DISCOVER_TLS=1 (rediscover
+# does), TLS_DIR (compose/tls: ca.crt, node.crt and node.key; made by tls.sh for the swarm nodes' addresses when
+# it holds none), TLS_AUTH_CLIENTS (optional). TLS settings not given are those the running stack has.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 stack=${STACK:-rediscover}
@@ -25,6 +27,16 @@ redis_tag=rediscover-swarm/redis:$stack
 discover_tag=rediscover-swarm/discover:$stack
 # The node label that records a swarm this script made, and whether docker_gwbridge was there before.
 made_label=io.rediscover.swarm-made-by
+# The Redis service's label that records the TLS_DIR the stack was deployed from.
+tls_dir_label=io.rediscover.tls-dir
+stack_files=(-c "$here/stack.yml")
+# redis-cli's TLS options towards the nodes (TLS=1) and towards rediscover (DISCOVER_TLS=1), and the mount that
+# gives a throwaway redis-cli container TLS_DIR: set by choose_tls.
+node_tls=()
+discover_tls=()
+tls_mount=()
+# A REDISCLI_AUTH of the caller's is no password of the stack's: the nodes' goes to each call that needs it.
+unset REDISCLI_AUTH
 
 die() { echo "swarm.sh: $*" >&2; exit 1; }
 say() { echo "swarm.sh: $*" >&2; }
@@ -112,27 +124,33 @@ default_address() {
   ip -4 -o addr show dev "$iface" 2>/dev/null | awk '{ split($4, a, "/"); print a[1]; exit }' | grep .
 }
 
-# cli ARGS...: redis-cli from this host (a throwaway container of the node image when it has none), given up
-# after 60 s; with REDIS_PASSWORD, authenticated through the environment.
-cli() {
-  local env=(env -u REDISCLI_AUTH)
-  [ -z "${REDIS_PASSWORD:-}" ] || env=(env "REDISCLI_AUTH=$REDIS_PASSWORD")
-  if command -v redis-cli >/dev/null; then
-    "${env[@]}" timeout 60 redis-cli "$@"
+have_cli() { command -v redis-cli >/dev/null; }
+
+# redis_cli SECONDS ARGS...: redis-cli from this host, or from a throwaway container of the node image on the
+# host network (TLS_DIR at /tls) when this host has none; given up after SECONDS.
+redis_cli() {
+  local limit=$1
+  shift
+  if have_cli; then
+    timeout "$limit" redis-cli "$@"
   else
-    "${env[@]}" timeout 60 docker run --rm --network host -e REDISCLI_AUTH --entrypoint redis-cli "$redis_tag" "$@"
+    timeout "$limit" docker run --rm --network host -e REDISCLI_AUTH "${tls_mount[@]}" --entrypoint redis-cli \
+      "$redis_tag" "$@"
   fi
 }
 
-# The cluster's nodes (ip:port@bus-port), as this manager's rediscover lists them.
-members() { env -u REDISCLI_AUTH timeout 10 redis-cli -e -p "$discover_port" MEMBERS 2>/dev/null; }
-members_any() {
-  if command -v redis-cli >/dev/null; then
-    members
+# cli ARGS...: redis-cli towards the nodes, given up after 60 s: over TLS with TLS=1; with REDIS_PASSWORD,
+# authenticated through the environment.
+cli() {
+  if [ -n "${REDIS_PASSWORD:-}" ]; then
+    REDISCLI_AUTH=$REDIS_PASSWORD redis_cli 60 "${node_tls[@]}" "$@"
   else
-    timeout 60 docker run --rm --network host --entrypoint redis-cli "$redis_tag" -e -p "$discover_port" MEMBERS
+    redis_cli 60 "${node_tls[@]}" "$@"
   fi
 }
+
+# The cluster's nodes (ip:port@bus-port), as this manager's rediscover lists them (over TLS with DISCOVER_TLS=1).
+members() { redis_cli 30 "${discover_tls[@]}" -e -p "$discover_port" MEMBERS 2>/dev/null; }
 
 # How many Redis nodes the stack asks for.
 replicas() { docker service inspect -f '{{.Spec.Mode.Replicated.Replicas}}' "${stack}_redis" 2>/dev/null || echo 0; }
@@ -149,7 +167,7 @@ refuse_shrink() {
 # and redis-cli finds no open slot and nothing to rebalance (the manager has finished).
 cluster_ok() {
   local n=$1 all m info addr
-  all=$(members_any | tr -d '\r') || return 1
+  all=$(members | tr -d '\r') || return 1
   [ "$(echo "$all" | grep -c .)" = "$n" ] || return 1
   for m in $all; do
     addr=${m%@*}
@@ -186,10 +204,86 @@ node_hosts() {
     | awk '{ ip = $1; if (ip == "-") ip = $2; if (ip == "0.0.0.0") { split($3, a, ":"); ip = a[1] } print ip, $4 }'
 }
 
+# TLS settings not given are those of the running stack's Redis service (TLS, DISCOVER_TLS, TLS_AUTH_CLIENTS,
+# and the TLS_DIR it was deployed from). Another TLS or DISCOVER_TLS is refused: the tasks would be replaced one
+# by one, and the cluster would speak two ways meanwhile.
+inherit_tls() {
+  local env name now
+  env=$(docker service inspect -f '{{range .Spec.TaskTemplate.ContainerSpec.Env}}{{println .}}{{end}}' \
+    "${stack}_redis" 2>/dev/null) || return 0
+  for name in TLS DISCOVER_TLS TLS_AUTH_CLIENTS; do
+    now=$(sed -n "s/^$name=//p" <<<"$env" | head -n 1)
+    if [ -z "${!name+set}" ]; then
+      printf -v "$name" '%s' "$now"
+      export "${name?}"
+    elif [ "$name" != TLS_AUTH_CLIENTS ] && [ "${!name:-0}" != "${now:-0}" ]; then
+      die "stack $stack runs with $name=${now:-0}, not ${!name}: leave $name unset, or '$0 down' first to change it"
+    fi
+  done
+  if [ -z "${TLS_DIR+set}" ]; then
+    TLS_DIR=$(docker service inspect -f "{{index .Spec.Labels \"$tls_dir_label\"}}" "${stack}_redis")
+    [ -n "$TLS_DIR" ] || unset TLS_DIR
+  fi
+}
+
+# With TLS=1 or DISCOVER_TLS=1: stack.tls.yml gives every task TLS_DIR's ca.crt and node.crt (swarm configs) and
+# node.key (a swarm secret) at /tls, so no node needs a shared disk. With "make", tls.sh fills TLS_DIR when it
+# holds none of them, for the address and host name of every swarm node. The configs and the secret are named
+# after the stack and a digest of the three files (TLS_NAME): a second `up` with the same files finds them as
+# they are (a swarm secret cannot change), and files other than those the stack runs with are refused.
+choose_tls() {
+  local make=${1:-} f have=0 running tls_at opts
+  unset REDISCOVER_TLS_CERT REDISCOVER_TLS_KEY REDISCOVER_TLS_CA_CERT TLS_NAME
+  [ "${TLS:-0}" = 1 ] || [ "${DISCOVER_TLS:-0}" = 1 ] || return 0
+  TLS_DIR=${TLS_DIR:-$here/tls}
+  if [ "$make" = make ]; then
+    mkdir -p "$TLS_DIR" || die "cannot create TLS_DIR=$TLS_DIR: choose a writable directory"
+    for f in ca.crt node.crt node.key; do
+      [ ! -e "$TLS_DIR/$f" ] || have=$((have + 1))
+    done
+    if [ "$have" = 0 ]; then
+      # shellcheck disable=SC2046 # one name a word
+      "$here/tls.sh" "$TLS_DIR" $(node_hosts | tr ' ' '\n' | sort -u) \
+        || die "tls.sh could not make the certificates: see its message above"
+    fi
+  fi
+  TLS_DIR=$(cd "$TLS_DIR" 2>/dev/null && pwd) \
+    || die "TLS_DIR=$TLS_DIR is no directory: set it to the one with the stack's ca.crt, node.crt and node.key"
+  export TLS_DIR
+  for f in ca.crt node.crt node.key; do
+    [ -r "$TLS_DIR/$f" ] || die "TLS_DIR=$TLS_DIR has no readable $f: give ca.crt, node.crt and node.key, or an empty directory for new ones"
+  done
+  TLS_NAME=${stack}_tls-$(cat "$TLS_DIR/ca.crt" "$TLS_DIR/node.crt" "$TLS_DIR/node.key" | sha256sum | cut -c 1-12)
+  export TLS_NAME
+  running=$(docker service inspect -f "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}|{{index .Spec.Labels \"$tls_dir_label\"}}" \
+    "${stack}_redis" 2>/dev/null) || running=
+  if [[ " ${running%|*} " == *" ${stack}_tls-"* && " ${running%|*} " != *" ${TLS_NAME}_node.key "* ]]; then
+    die "TLS_DIR=$TLS_DIR holds other certificates than stack $stack runs with (deployed from ${running##*|}): give that TLS_DIR, or '$0 down' first to change them"
+  fi
+  # rediscover's copy of node.key belongs to its user.
+  [[ ${DISCOVER_USER:-0:0} =~ ^([0-9]+)(:([0-9]+))?$ ]] \
+    || die "DISCOVER_USER=$DISCOVER_USER: with TLS give it as uid:gid in numbers (the owner of rediscover's node.key)"
+  export DISCOVER_UID=${BASH_REMATCH[1]} DISCOVER_GID=${BASH_REMATCH[3]:-0}
+  # First: see stack.tls.yml.
+  stack_files=(-c "$here/stack.tls.yml" "${stack_files[@]}")
+  if [ "${DISCOVER_TLS:-0}" = 1 ]; then
+    export REDISCOVER_TLS_CERT=/tls/node.crt REDISCOVER_TLS_KEY=/tls/node.key REDISCOVER_TLS_CA_CERT=/tls/ca.crt
+  fi
+  tls_at=$TLS_DIR
+  if ! have_cli; then
+    tls_at=/tls
+    tls_mount=(-v "$TLS_DIR:/tls:ro")
+  fi
+  # The CA, and the node certificate: rediscover asks every client for one, and TLS_AUTH_CLIENTS=yes nodes too.
+  opts=(--tls --cacert "$tls_at/ca.crt" --cert "$tls_at/node.crt" --key "$tls_at/node.key")
+  [ "${TLS:-0}" != 1 ] || node_tls=("${opts[@]}")
+  [ "${DISCOVER_TLS:-0}" != 1 ] || discover_tls=("${opts[@]}")
+}
+
 deploy() {
   STACK=$stack CLUSTER_SIZE=$1 DISCOVER_USER=${DISCOVER_USER:-0:0} \
     REDIS_NODE_IMAGE=$(image_id "$redis_tag") DISCOVER_NODE_IMAGE=$(image_id "$discover_tag") \
-    docker stack deploy --resolve-image never -c "$here/stack.yml" "$stack" >&2 \
+    docker stack deploy --resolve-image never "${stack_files[@]}" "$stack" >&2 \
     || die "docker stack deploy failed: see its messages above"
 }
 
@@ -212,6 +306,8 @@ case $cmd in
     ensure_swarm
     refuse_shrink "$2"
     began=$SECONDS
+    inherit_tls
+    choose_tls make
     build_images
     ship_images
     started=$SECONDS
@@ -223,12 +319,16 @@ case $cmd in
     [ "$(replicas)" != 0 ] || die "stack $stack runs no Redis node: start it with '$0 up $2'"
     refuse_shrink "$2"
     began=$SECONDS
+    inherit_tls
+    choose_tls
     docker service scale --detach "${stack}_redis=$2" >/dev/null \
       || die "docker service scale failed: see its message above"
     await_cluster "$2" "$began" "$began"
     ;;
   status)
-    all=$(members_any | tr -d '\r') || true
+    inherit_tls
+    choose_tls
+    all=$(members | tr -d '\r') || true
     first=$(echo "$all" | head -n 1)
     [ -n "$first" ] || die "no Redis node of stack $stack is listed by rediscover: start them with '$0 up 6'"
     first=${first%@*}
