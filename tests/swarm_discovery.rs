@@ -12,7 +12,7 @@ use common::{
     ensure_test_image, info_number, info_value, labelled_config, run, run_ok, test_label, unique, ServerProcess,
     TestServer, TEST_IMAGE,
 };
-use engines::{Engines, Host, Service, Task};
+use engines::{Engines, Host, Service, SingleNodeSwarm, Task};
 
 /// How long a service's tasks may take to run.
 const TASKS_READY: Duration = Duration::from_secs(60);
@@ -123,40 +123,6 @@ fn local_service(tag: &str, replicas: usize, label: &str) -> Service {
 /// What DISCOVER must answer for a task container of this engine announced at `ip`.
 fn local_announce(ip: &str, container: &str) -> String {
     format!("{ip}:{}@{}", ipv4_port(None, container, 6379), ipv4_port(None, container, 16379))
-}
-
-/// This engine alone as a swarm manager: a swarm it made is left when dropped (with the network it made).
-struct SingleNodeSwarm {
-    made: bool,
-    gwbridge: bool,
-}
-
-impl SingleNodeSwarm {
-    fn init(host: &Host) -> SingleNodeSwarm {
-        let before = host.swarm();
-        match before.local_node_state.as_str() {
-            "inactive" => {
-                let ip = rediscover::config::resolve_announce_ip(None, None)
-                    .expect("this host has a default route (the swarm advertises its address)")
-                    .to_string();
-                run_ok("docker", &["swarm", "init", "--advertise-addr", &ip]);
-                SingleNodeSwarm { made: true, gwbridge: before.gwbridge }
-            }
-            "active" => SingleNodeSwarm { made: false, gwbridge: before.gwbridge },
-            other => panic!("this engine's swarm state is '{other}': make it a manager or leave the swarm, and rerun"),
-        }
-    }
-}
-
-impl Drop for SingleNodeSwarm {
-    fn drop(&mut self) {
-        if self.made {
-            let _ = run("docker", &["swarm", "leave", "--force"]);
-            if !self.gwbridge {
-                let _ = run("docker", &["network", "rm", "docker_gwbridge"]);
-            }
-        }
-    }
 }
 
 #[test]

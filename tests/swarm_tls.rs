@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::redis_cli_env;
 use common::{run, run_ok, unique};
-use engines::Host;
+use engines::{Host, SingleNodeSwarm};
 
 /// How long `swarm.sh up` may wait for cluster_state:ok (it may build the images first).
 const SETTLE: Duration = Duration::from_secs(600);
@@ -115,40 +115,6 @@ impl Drop for Stack {
     }
 }
 
-/// This engine as the manager of a swarm for the test, so that `swarm.sh down` keeps it and what the stack
-/// leaves in it can be seen: a swarm it made is left when dropped, and docker_gwbridge with it if that was new.
-struct OwnSwarm {
-    made: bool,
-    gwbridge: bool,
-}
-
-impl OwnSwarm {
-    fn init(before: &engines::SwarmState) -> OwnSwarm {
-        match before.local_node_state.as_str() {
-            "inactive" => {
-                let ip = rediscover::config::resolve_announce_ip(None, None)
-                    .expect("this host has a default route (the swarm advertises its address)")
-                    .to_string();
-                run_ok("docker", &["swarm", "init", "--advertise-addr", &ip]);
-                OwnSwarm { made: true, gwbridge: before.gwbridge }
-            }
-            "active" => OwnSwarm { made: false, gwbridge: before.gwbridge },
-            other => panic!("this engine's swarm state is '{other}': make it a manager or leave the swarm, and rerun"),
-        }
-    }
-}
-
-impl Drop for OwnSwarm {
-    fn drop(&mut self) {
-        if self.made {
-            let _ = run("docker", &["swarm", "leave", "--force"]);
-            if !self.gwbridge {
-                let _ = run("docker", &["network", "rm", "docker_gwbridge"]);
-            }
-        }
-    }
-}
-
 /// What a node's announced port says to plain text within 3 s.
 fn plain_text_reply(addr: &str) -> Vec<u8> {
     let mut stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
@@ -163,7 +129,7 @@ fn plain_text_reply(addr: &str) -> Vec<u8> {
 fn a_tls_stack_speaks_tls_only_through_its_announced_addresses_and_leaves_nothing_behind() {
     let host = Host::claim();
     let before = host.swarm();
-    let swarm = OwnSwarm::init(&before);
+    let swarm = SingleNodeSwarm::init(&host);
     let stack = Stack::new();
     let tls_dir = stack.tls_dir.display().to_string();
     let tls = [("TLS", "1"), ("DISCOVER_TLS", "1"), ("TLS_DIR", tls_dir.as_str())];

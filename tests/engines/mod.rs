@@ -126,6 +126,41 @@ impl Host {
     }
 }
 
+/// The host's engine alone as a swarm manager, unless it manages one already: a swarm it made is left when
+/// dropped (with docker_gwbridge if that was new), so the host's swarm state is as the test found it.
+pub struct SingleNodeSwarm {
+    made: bool,
+    gwbridge: bool,
+}
+
+impl SingleNodeSwarm {
+    pub fn init(host: &Host) -> SingleNodeSwarm {
+        let before = host.swarm();
+        match before.local_node_state.as_str() {
+            "inactive" => {
+                let ip = rediscover::config::resolve_announce_ip(None, None)
+                    .expect("this host has a default route (the swarm advertises its address)")
+                    .to_string();
+                docker_ok(None, &["swarm", "init", "--advertise-addr", &ip]);
+                SingleNodeSwarm { made: true, gwbridge: before.gwbridge }
+            }
+            "active" => SingleNodeSwarm { made: false, gwbridge: before.gwbridge },
+            other => panic!("this engine's swarm state is '{other}': make it a manager or leave the swarm, and rerun"),
+        }
+    }
+}
+
+impl Drop for SingleNodeSwarm {
+    fn drop(&mut self) {
+        if self.made {
+            let _ = docker(None, &["swarm", "leave", "--force"]);
+            if !self.gwbridge {
+                let _ = docker(None, &["network", "rm", "docker_gwbridge"]);
+            }
+        }
+    }
+}
+
 /// One extra Docker engine: a network namespace with an address on the fixture's bridge and a `dockerd` in it.
 pub struct Engine {
     /// Its name: network namespace, host name (its swarm node name), engine label and cgroup parent.
