@@ -1,6 +1,7 @@
 //! `Ports`: the port table's holder. A lookup trusts the table only for what it knows to be current, a
 //! running container read after its last event; everything else asks Docker.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -210,8 +211,8 @@ impl Ports {
             match self.read_swarm(cause).await {
                 Ok(tasks) => {
                     // A task container is the swarm's entry when the swarm wants it, and gone when it does not.
-                    let wanted = super::swarm::ids(&tasks);
-                    list.retain(|c| !wanted.contains(c.id.as_str()) && !super::swarm::left_behind(c, &wanted));
+                    let wanted: HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+                    list.retain(|c| !wanted.contains(c.id.as_str()) && !super::swarm::left_behind(c));
                     list.extend(tasks);
                 }
                 // The engine left the swarm, or its manager role: answer for its own containers until the

@@ -2,7 +2,7 @@
 //! ports its task published, read from the tasks, nodes and services the manager knows. Swarm sends no task
 //! events, so these are read at each resync, after node and service events, periodically, and on a miss.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use bollard::models::{
@@ -16,18 +16,12 @@ pub const ANNOUNCE_IP_LABEL: &str = "io.rediscover.announce-ip";
 /// The label Docker puts on a task's container.
 pub const TASK_ID_LABEL: &str = "com.docker.swarm.task.id";
 
-/// The container ids of these tasks.
-pub fn ids(tasks: &[Container]) -> HashSet<&str> {
-    tasks.iter().map(|t| t.id.as_str()).collect()
-}
-
-/// True for a stopped container of this engine that a swarm task made (it carries the task id label) when the
-/// swarm no longer wants that task: its id is not among `wanted`, those of the task containers the swarm wants
-/// running. Such a container never runs again (the swarm starts a new task instead), so it is answered as gone,
-/// not as stopped. A running one is kept: the manager may not know yet which container a task that just started
-/// runs in.
-pub fn left_behind(local: &Container, wanted: &HashSet<&str>) -> bool {
-    !local.running && local.labels.contains_key(TASK_ID_LABEL) && !wanted.contains(local.id.as_str())
+/// True for a stopped container of this engine that a swarm task made (it carries the task id label). Unless the
+/// swarm's tasks list it, the swarm no longer wants that task: such a container never runs again (the swarm
+/// starts a new task instead), so it is answered as gone, not as stopped. A running one is kept: the manager may
+/// not know yet which container a task that just started runs in.
+pub fn left_behind(local: &Container) -> bool {
+    !local.running && local.labels.contains_key(TASK_ID_LABEL)
 }
 
 /// The task containers the swarm wants running and that carry `label`, as table entries: named

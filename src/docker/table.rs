@@ -191,13 +191,12 @@ impl PortTable {
     }
 
     /// Replaces every swarm task with `tasks`, leaving the engine's own containers as they are, except the
-    /// containers of tasks the swarm no longer wants.
+    /// containers of tasks the swarm no longer wants (those `tasks` lists come back as the swarm's entries).
     pub fn replace_swarm(&mut self, tasks: Vec<Container>) {
-        let wanted = super::swarm::ids(&tasks);
         let old: Vec<String> = self
             .by_id
             .values()
-            .filter(|c| c.from_swarm || super::swarm::left_behind(c, &wanted))
+            .filter(|c| c.from_swarm || super::swarm::left_behind(c))
             .map(|c| c.id.clone())
             .collect();
         for id in old {
