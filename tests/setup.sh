@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently, on a Debian machine with a Docker engine: Debian's redis-server,
 # redis-tools (redis-cli, redis-benchmark), busybox-static (the test containers' image) and debootstrap (the
-# offline base image), openssl (test certificates), redis-py, the musl Rust target, and the local images of compose/offline-images.sh.
-# README's test command runs it before `cargo test`; whatever is already there is kept.
+# offline base image), openssl (test certificates), redis-py, cargo-nextest (the test runner), the musl Rust target,
+# and the local images of compose/offline-images.sh.
+# README's test command runs it before `cargo nextest run`; whatever is already there is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,9 @@ fi
 
 python3 -c 'import redis' 2>/dev/null || python3 -m pip install -q redis \
   || die "pip install redis failed: install redis-py by hand and rerun"
+
+command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked -q \
+  || die "cargo install cargo-nextest failed: install it by hand and rerun"
 
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer: start dockerd and rerun"
 # The base images and the static binary that compose/ uses without a registry (kept when present).

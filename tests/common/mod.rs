@@ -21,6 +21,51 @@ pub const TEST_IMAGE: &str = "rediscover-test/busybox:latest";
 /// The label every test container carries, so they can be found and removed.
 pub const TEST_LABEL: &str = "io.rediscover.test";
 
+/// How a test process holds the host's engine: see [`hold_engine`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Engine {
+    /// Its servers follow the engine as a plain engine, beside other such tests and compose clusters.
+    Shared,
+    /// It makes the engine a swarm manager (or uses the swarm it manages): no server of another test may follow
+    /// the engine meanwhile, since a manager's table reads the swarm and moves the counters tests assert on.
+    Alone,
+}
+
+/// Holds the host's engine as `how` says until this process exits, waiting for other test processes (`cargo
+/// nextest` runs each test as one) that hold it in a way that conflicts; a process that already holds it alone
+/// keeps that. An flock, so a killed test never leaves it held.
+pub fn hold_engine(how: Engine) {
+    static HELD: std::sync::Mutex<Option<(std::fs::File, Engine)>> = std::sync::Mutex::new(None);
+    let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if held.as_ref().is_some_and(|(_, had)| *had >= how) {
+        return;
+    }
+    let path = std::env::temp_dir().join("rediscover-tests-engine.lock");
+    let file = match held.take() {
+        Some((file, _)) => file,
+        None => std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display())),
+    };
+    // On the same open file, flock turns a shared lock into an exclusive one.
+    let operation = match how {
+        Engine::Shared => libc::LOCK_SH,
+        Engine::Alone => libc::LOCK_EX,
+    };
+    loop {
+        // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), operation) } == 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        assert!(e.kind() == std::io::ErrorKind::Interrupted, "cannot lock {}: {e}", path.display());
+    }
+    *held = Some((file, how));
+}
+
 /// A server running in this process; stopped when dropped.
 pub struct TestServer {
     /// Where it listens.
@@ -40,6 +85,9 @@ impl TestServer {
 
     /// A server whose port table follows Docker at `host` (which need not exist yet).
     pub async fn with_docker_host(config: Config, host: &str) -> TestServer {
+        if host == DOCKER_SOCKET {
+            hold_engine(Engine::Shared);
+        }
         let ports = Ports::new(
             DockerClient::new(host, config.docker_timeout),
             config.require_label.clone(),
@@ -51,6 +99,7 @@ impl TestServer {
     /// A server on the real Docker engine whose table follows nothing: every lookup asks Docker, as a lookup
     /// does while the table is stale.
     pub async fn cold(config: Config) -> TestServer {
+        hold_engine(Engine::Shared);
         let ports = Ports::new(
             DockerClient::new(DOCKER_SOCKET, config.docker_timeout),
             config.require_label.clone(),
@@ -63,6 +112,7 @@ impl TestServer {
     /// table cannot answer goes to the real engine, which shows only containers with the config's required
     /// label, or, without one, a label no container carries.
     pub async fn in_memory(config: Config, containers: Vec<Container>) -> TestServer {
+        hold_engine(Engine::Shared);
         let label = config
             .require_label
             .clone()
@@ -470,6 +520,7 @@ impl ServerProcess {
     /// Starts the binary with `RUST_LOG` set to `filter` (unset for `None`).
     pub fn start_logging(extra: &[&str], filter: Option<&str>) -> ServerProcess {
         use std::io::BufRead;
+        hold_engine(Engine::Shared);
         let mut command = Command::new(env!("CARGO_BIN_EXE_rediscover"));
         command.args(["--listen", "127.0.0.1:0", "--announce-ip", "127.0.0.1"]).args(extra);
         match filter {

@@ -103,6 +103,7 @@ impl Host {
         static ACROSS_PROCESSES: OnceLock<UnixListener> = OnceLock::new();
         let turn = IN_PROCESS.lock().unwrap_or_else(PoisonError::into_inner);
         ACROSS_PROCESSES.get_or_init(machine_lock);
+        crate::common::hold_engine(crate::common::Engine::Alone);
         check_tools();
         sweep(PREFIX);
         Host { _turn: turn }
