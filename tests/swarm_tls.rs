@@ -1,7 +1,8 @@
 //! compose/swarm.sh with TLS=1 and DISCOVER_TLS=1 on this machine's engine as a single-node swarm: the
 //! certificates reach the tasks as swarm configs and a secret, the nodes and rediscover speak TLS only, a second
 //! `up` with the same files changes nothing, other files are refused, `scale` and `status` speak TLS unasked, and
-//! `down` leaves nothing behind. The test holds the host's swarm alone and leaves it as it found it.
+//! `down` leaves nothing behind; and the same across three engines, whose nodes speak TLS to each other. Each test
+//! holds the host's swarm alone and leaves it as it found it.
 
 mod common;
 mod engines;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::redis_cli_env;
 use common::{run, run_ok, unique};
-use engines::{Host, SingleNodeSwarm};
+use engines::{Engines, Host, SingleNodeSwarm};
 
 /// How long `swarm.sh up` may wait for cluster_state:ok (it may build the images first).
 const SETTLE: Duration = Duration::from_secs(600);
@@ -27,6 +28,8 @@ struct Stack {
     name: String,
     discover_port: u16,
     tls_dir: PathBuf,
+    /// SWARM_ENGINES: the extra engines' `-H` arguments, for swarm.sh to bring the images to.
+    engines: Vec<String>,
 }
 
 impl Stack {
@@ -38,7 +41,7 @@ impl Stack {
             .find(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
             .expect("a free port for rediscover between 20000 and 29999");
         let tls_dir = std::env::temp_dir().join(format!("{name}-tls"));
-        Stack { name, discover_port, tls_dir }
+        Stack { name, discover_port, tls_dir, engines: Vec::new() }
     }
 
     /// swarm.sh with this stack's name and port, and `env` as its only other settings.
@@ -51,6 +54,9 @@ impl Stack {
             .env("WAIT_SECONDS", SETTLE.as_secs().to_string());
         for name in SETTINGS {
             command.env_remove(name);
+        }
+        if !self.engines.is_empty() {
+            command.env("SWARM_ENGINES", self.engines.join(" "));
         }
         command.envs(env.iter().copied()).output().expect("run compose/swarm.sh")
     }
@@ -125,6 +131,28 @@ fn plain_text_reply(addr: &str) -> Vec<u8> {
     got
 }
 
+/// Writes KEYS keys with `redis-cli -c` over TLS through one node and reads them back through another.
+fn write_and_read_keys(stack: &Stack, write_at: &str, read_at: &str) {
+    let sets: String = (0..KEYS).map(|i| format!("SET tls:{i} v{i}\n")).collect();
+    let replies = stack.tls_cli(write_at, false, &["-c"], &sets);
+    assert_eq!(replies.lines().filter(|l| *l == "OK").count(), KEYS, "every SET acknowledged: {replies}");
+    let gets: String = (0..KEYS).map(|i| format!("GET tls:{i}\n")).collect();
+    let replies = stack.tls_cli(read_at, false, &["-c"], &gets);
+    let want: Vec<String> = (0..KEYS).map(|i| format!("v{i}")).collect();
+    assert!(replies.lines().eq(want.iter().map(String::as_str)), "keys read back through {read_at}: {replies}");
+}
+
+/// Every announced address answers cluster_state:ok over TLS, knows `n` nodes and gives plain text nothing.
+fn check_tls_only(stack: &Stack, addrs: &[&str], n: usize) {
+    for addr in addrs {
+        let info = stack.tls_cli(addr, false, &["cluster", "info"], "");
+        assert!(info.lines().any(|l| l == "cluster_state:ok"), "{addr}: {info}");
+        assert!(info.lines().any(|l| l == format!("cluster_known_nodes:{n}")), "{addr}: {info}");
+        let got = plain_text_reply(addr);
+        assert!(!got.starts_with(b"+") && !got.starts_with(b"-"), "{addr} answered plain text: {got:?}");
+    }
+}
+
 #[test]
 fn a_tls_stack_speaks_tls_only_through_its_announced_addresses_and_leaves_nothing_behind() {
     let host = Host::claim();
@@ -144,22 +172,11 @@ fn a_tls_stack_speaks_tls_only_through_its_announced_addresses_and_leaves_nothin
     let addrs: Vec<&str> = members.iter().map(|m| m.split('@').next().unwrap_or_default()).collect();
     for addr in &addrs {
         assert!(addr.starts_with(&format!("{node_ip}:")), "{addr} at the swarm node's address {node_ip}");
-        let info = stack.tls_cli(addr, false, &["cluster", "info"], "");
-        assert!(info.lines().any(|l| l == "cluster_state:ok"), "{addr}: {info}");
-        assert!(info.lines().any(|l| l == "cluster_known_nodes:6"), "{addr}: {info}");
-        // Plain text gets no reply from an announced port.
-        let got = plain_text_reply(addr);
-        assert!(!got.starts_with(b"+") && !got.starts_with(b"-"), "{addr} answered plain text: {got:?}");
     }
+    check_tls_only(&stack, &addrs, 6);
 
     // 2. From the host, trusting the CA only: redis-cli -c follows MOVED between the announced addresses.
-    let sets: String = (0..KEYS).map(|i| format!("SET tls:{i} v{i}\n")).collect();
-    let replies = stack.tls_cli(addrs[0], false, &["-c"], &sets);
-    assert_eq!(replies.lines().filter(|l| *l == "OK").count(), KEYS, "every SET acknowledged: {replies}");
-    let gets: String = (0..KEYS).map(|i| format!("GET tls:{i}\n")).collect();
-    let replies = stack.tls_cli(addrs[5], false, &["-c"], &gets);
-    let want: Vec<String> = (0..KEYS).map(|i| format!("v{i}")).collect();
-    assert!(replies.lines().eq(want.iter().map(String::as_str)), "keys read back through {}: {replies}", addrs[5]);
+    write_and_read_keys(&stack, addrs[0], addrs[5]);
 
     // 3. rediscover answers TLS with a certificate of the CA only.
     let discover = format!("127.0.0.1:{}", stack.discover_port);
@@ -205,4 +222,41 @@ fn a_tls_stack_speaks_tls_only_through_its_announced_addresses_and_leaves_nothin
     assert_eq!(volumes, "", "no volume of the stack left");
     drop((stack, swarm));
     assert_eq!(host.swarm(), before, "the engine's swarm is as it was");
+}
+
+#[test]
+fn a_tls_stack_spans_three_engines_whose_nodes_speak_tls_to_each_other() {
+    let host = Host::claim();
+    let before = host.swarm();
+    let mut engines = Engines::start(&host, 2);
+    engines.join_swarm();
+    let mut stack = Stack::new();
+    stack.engines = engines.engines().iter().map(|e| e.host_arg()).collect();
+    let tls_dir = stack.tls_dir.display().to_string();
+    let tls = [("TLS", "1"), ("DISCOVER_TLS", "1"), ("TLS_DIR", tls_dir.as_str())];
+
+    // The certificates swarm.sh makes name every node's address; the workers' tasks get them from the swarm and
+    // ask their own node's rediscover over TLS; the cluster bus between hosts is TLS too.
+    let (stdout, _, took) = stack.swarm_sh_ok(&["up", "6"], &tls);
+    println!("swarm_tls: TLS=1 DISCOVER_TLS=1 up 6 on 3 engines: {} ({took:.1?})", stdout.trim());
+    let members = stack.members();
+    assert_eq!(members.len(), 6, "rediscover over TLS lists the nodes: {members:?}");
+    let addrs: Vec<&str> = members.iter().map(|m| m.split('@').next().unwrap_or_default()).collect();
+    let ips: std::collections::HashSet<&str> =
+        addrs.iter().filter_map(|a| a.rsplit_once(':')).map(|(ip, _)| ip).collect();
+    for engine in engines.engines() {
+        assert!(
+            ips.contains(engine.addr.to_string().as_str()),
+            "a node on engine {} ({}): {ips:?}",
+            engine.name,
+            engine.addr
+        );
+    }
+    assert_eq!(ips.len(), 3, "nodes on three hosts: {addrs:?}");
+    check_tls_only(&stack, &addrs, 6);
+    write_and_read_keys(&stack, addrs[0], addrs[5]);
+
+    drop(stack);
+    drop(engines);
+    assert_eq!(host.swarm(), before, "the host's swarm is as it was");
 }
