@@ -486,14 +486,30 @@ impl TestContainer {
 
 /// The host port Docker published for a container's port, as `docker port` says.
 pub fn docker_host_port(id: &str, port: u16) -> u16 {
-    let out = run_ok("docker", &["port", id, &format!("{port}/tcp")]);
-    let first = out.lines().next().unwrap_or_default();
-    first.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no host port in {out:?}"))
+    published_port(id, port)
+        .unwrap_or_else(|| panic!("{id} has no host port for {port}/tcp: {}", docker_port(id, port)))
+}
+
+/// The host port Docker publishes for a container's port now, if any: none while the container is not running
+/// (stopped, or restarting, which `docker ps` lists among the running).
+pub fn published_port(id: &str, port: u16) -> Option<u16> {
+    docker_port(id, port).lines().next()?.rsplit(':').next()?.trim().parse().ok()
+}
+
+/// What `docker port` says of a container's port, its error included.
+fn docker_port(id: &str, port: u16) -> String {
+    let out = run("docker", &["port", id, &format!("{port}/tcp")]);
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// The announce string a container must get for `ip`, from `docker port`.
 pub fn docker_announce(id: &str, ip: &str) -> String {
     format!("{ip}:{}@{}", docker_host_port(id, 6379), docker_host_port(id, 16379))
+}
+
+/// The announce string of a container for `ip` while Docker publishes both its ports.
+pub fn published_announce(id: &str, ip: &str) -> Option<String> {
+    Some(format!("{ip}:{}@{}", published_port(id, 6379)?, published_port(id, 16379)?))
 }
 
 impl Drop for TestContainer {
