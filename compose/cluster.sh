@@ -15,7 +15,8 @@
 # nodes accept every client; see README, Security), TLS=1 (the nodes speak TLS only), DISCOVER_TLS=1
 # (rediscover does), TLS_DIR (compose/tls: ca.crt, node.crt and node.key; made by tls.sh when none is there),
 # TLS_AUTH_CLIENTS (optional), DISCOVER_PASSWORD (rediscover's --requirepass), ANNOUNCE_HOSTNAME (the host
-# name the nodes announce and send clients to).
+# name the nodes announce and send clients to), ANNOUNCE_IP (the address the nodes announce: rediscover's
+# --announce-ip; by default the address of the host's default route, or its swarm node address on a swarm node).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-rediscover}
@@ -86,9 +87,10 @@ choose_user() {
 
 # rediscover's settings, passed to its container only when set: an empty one would count as given.
 discover_settings() {
-  unset REDISCOVER_REQUIREPASS REDISCOVER_ANNOUNCE_HOSTNAME
+  unset REDISCOVER_REQUIREPASS REDISCOVER_ANNOUNCE_HOSTNAME REDISCOVER_ANNOUNCE_IP
   [ -z "${DISCOVER_PASSWORD:-}" ] || export REDISCOVER_REQUIREPASS=$DISCOVER_PASSWORD
   [ -z "${ANNOUNCE_HOSTNAME:-}" ] || export REDISCOVER_ANNOUNCE_HOSTNAME=$ANNOUNCE_HOSTNAME
+  [ -z "${ANNOUNCE_IP:-}" ] || export REDISCOVER_ANNOUNCE_IP=$ANNOUNCE_IP
 }
 
 # With TLS=1 or DISCOVER_TLS=1: docker-compose.tls.yml mounts TLS_DIR (absolute) into the containers, and
@@ -118,9 +120,18 @@ choose_tls() {
 
 # Settings not given now are those the project's nodes started with, so that nodes that join later, or are
 # created again, speak as the others do: TLS, TLS_AUTH_CLIENTS, DISCOVER_TLS, TLS_DIR, DISCOVER_PASSWORD,
-# ANNOUNCE_HOSTNAME, REDIS_PASSWORD. Given but empty counts as given.
+# ANNOUNCE_HOSTNAME, REDIS_PASSWORD; and ANNOUNCE_IP, which rediscover started with. Given but empty counts as
+# given.
 inherit_settings() {
   local id env name
+  id=$(docker ps -aq --no-trunc --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+    --filter label=com.docker.compose.service=discover | head -n 1)
+  if [ -z "${ANNOUNCE_IP+set}" ] && [ -n "$id" ]; then
+    env=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$id") \
+      || die "cannot inspect rediscover's container $id: see 'docker inspect $id'"
+    ANNOUNCE_IP=$(sed -n 's/^REDISCOVER_ANNOUNCE_IP=//p' <<<"$env" | head -n 1)
+    export ANNOUNCE_IP
+  fi
   id=$(nodes -a | head -n 1)
   [ -n "$id" ] || return 0
   env=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$id") \

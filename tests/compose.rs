@@ -13,7 +13,7 @@ use common::cluster::{
     promoted, read_keys, replicated_master, settled, volumes_of, without_redirections, write_acknowledged, write_keys,
     Project, KEYS,
 };
-use common::{docker_announce, run, run_ok};
+use common::{docker_announce, published_port, run_ok};
 
 fn started_at(id: &str) -> String {
     run_ok("docker", &["inspect", "-f", "{{.State.StartedAt}}", id])
@@ -315,6 +315,39 @@ fn compose_cluster_with_a_password_serves_only_clients_that_give_it() {
     assert_eq!(project.leftovers(&volumes), Vec::<String>::new(), "left behind by down");
 }
 
+#[test]
+fn compose_cluster_announces_the_address_it_is_given_and_keeps_it_for_nodes_that_join_later() {
+    let _serial = one_at_a_time();
+    let mut project = Project::new();
+    // Another address of this host, which the containers reach too: the host's address on Docker's default
+    // bridge (docker0).
+    let bridge_name = r#"{{index .Options "com.docker.network.bridge.name"}}"#;
+    let bridge = run_ok("docker", &["network", "inspect", "bridge", "-f", bridge_name]);
+    let addr = run_ok("ip", &["-4", "-o", "addr", "show", "dev", &bridge]);
+    let gateway = addr.split_whitespace().nth(3).and_then(|a| a.split('/').next()).unwrap_or_default().to_string();
+    assert!(gateway.parse::<std::net::Ipv4Addr>().is_ok(), "the host's address on {bridge}: {addr:?}");
+    assert_ne!(gateway, project.announce_ip, "the host's address on {bridge} is the default route's address");
+    project.announce_ip = gateway.clone();
+    project.env.insert("ANNOUNCE_IP", gateway.clone());
+    let (line, took) = project.cluster_sh_ok(&["up", "3"]);
+    eprintln!("compose: up 3 with ANNOUNCE_IP={gateway}: {line}; {:.1} s wall time", took.as_secs_f64());
+    let nodes = eventually("3 nodes announcing the given address", || settled(&project, 3));
+    assert!(nodes.iter().all(|n| n.addr.starts_with(&format!("{gateway}:"))), "{nodes:?}");
+
+    // A node that joins later, by an `up` that does not name the address (and would start rediscover again with
+    // other settings), announces the same one.
+    project.env.remove("ANNOUNCE_IP");
+    project.cluster_sh_ok(&["up", "4"]);
+    let nodes = eventually("4 nodes announcing the given address", || settled(&project, 4));
+    assert!(nodes.iter().all(|n| n.addr.starts_with(&format!("{gateway}:"))), "{nodes:?}");
+    write_keys(&nodes[0].addr, "given:");
+    read_keys(&nodes[3].addr, "given:", KEYS).unwrap_or_else(|e| panic!("keys through {gateway}: {e}"));
+
+    let volumes = volumes_of(&project.containers("redis", true));
+    project.cluster_sh_ok(&["down"]);
+    assert_eq!(project.leftovers(&volumes), Vec::<String>::new(), "left behind by down");
+}
+
 /// Slots a master marks as migrating or importing (`[slot->-id]`, `[slot-<-id]` in its own CLUSTER NODES line),
 /// asked of every master the entry node knows.
 fn open_slots(entry: &str) -> Vec<String> {
@@ -331,10 +364,4 @@ fn open_slots(entry: &str) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
-}
-
-/// The host port Docker published for a container's port, once it has.
-fn published_port(id: &str, port: u16) -> Option<u16> {
-    let out = run("docker", &["port", id, &format!("{port}/tcp")]);
-    String::from_utf8_lossy(&out.stdout).lines().next()?.rsplit(':').next()?.trim().parse().ok()
 }

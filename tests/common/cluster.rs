@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{docker_announce, run, run_ok};
+use super::{published_announce, run, run_ok};
 
 /// How long the cluster may take to settle after each step.
 pub const SETTLE: Duration = Duration::from_secs(240);
@@ -56,7 +56,15 @@ impl Project {
             .env("COMPOSE_PROJECT_NAME", &self.name)
             .env("DISCOVER_PORT", self.discover_port.to_string())
             .env("WAIT_SECONDS", SETTLE.as_secs().to_string());
-        for name in ["REDIS_PASSWORD", "TLS", "TLS_DIR", "DISCOVER_TLS", "DISCOVER_PASSWORD", "ANNOUNCE_HOSTNAME"] {
+        for name in [
+            "REDIS_PASSWORD",
+            "TLS",
+            "TLS_DIR",
+            "DISCOVER_TLS",
+            "DISCOVER_PASSWORD",
+            "ANNOUNCE_HOSTNAME",
+            "ANNOUNCE_IP",
+        ] {
             command.env_remove(name);
         }
         command.envs(&self.env);
@@ -146,9 +154,10 @@ impl Project {
         run_ok("docker", &args).lines().map(str::to_string).collect()
     }
 
-    /// The announce string of every running Redis node, as Docker publishes its ports.
+    /// The announce string of every running Redis node, as Docker publishes its ports; a container that is
+    /// restarting publishes none, and is left out.
     pub fn expected_members(&self) -> BTreeSet<String> {
-        self.containers("redis", false).iter().map(|id| docker_announce(id, &self.announce_ip)).collect()
+        self.containers("redis", false).iter().filter_map(|id| published_announce(id, &self.announce_ip)).collect()
     }
 
     /// Whatever of the project is left: containers, networks, built images and the given volumes.
@@ -419,7 +428,7 @@ pub fn container_of(project: &Project, addr: &str) -> String {
     project
         .containers("redis", false)
         .into_iter()
-        .find(|id| docker_announce(id, &project.announce_ip) == addr)
+        .find(|id| published_announce(id, &project.announce_ip).as_deref() == Some(addr))
         .unwrap_or_else(|| panic!("no running container publishes {addr}"))
 }
 
