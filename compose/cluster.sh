@@ -124,8 +124,7 @@ choose_tls() {
 # given.
 inherit_settings() {
   local id env name
-  id=$(docker ps -aq --no-trunc --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
-    --filter label=com.docker.compose.service=discover | head -n 1)
+  id=$(containers discover -a | head -n 1)
   if [ -z "${ANNOUNCE_IP+set}" ] && [ -n "$id" ]; then
     env=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$id") \
       || die "cannot inspect rediscover's container $id: see 'docker inspect $id'"
@@ -148,12 +147,16 @@ inherit_settings() {
   fi
 }
 
-# The project's Redis containers: every one (-a), or the running ones. `docker-compose ps -q` (v1) lists
-# stopped containers too, and `docker exec` fails on them.
-nodes() {
+# containers SERVICE [-a]: the project's containers of one service: every one (-a), or the running ones.
+# `docker-compose ps -q` (v1) lists stopped containers too, and `docker exec` fails on them.
+containers() {
+  local service=$1
+  shift
   docker ps -q --no-trunc "$@" --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
-    --filter label=com.docker.compose.service=redis
+    --filter "label=com.docker.compose.service=$service"
 }
+# The project's Redis containers, as containers does.
+nodes() { containers redis "$@"; }
 # How many Redis containers the project has, running or not: the number `--scale redis=N` starts from.
 count_nodes() { nodes -a | grep -c . || true; }
 

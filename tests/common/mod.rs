@@ -486,20 +486,25 @@ impl TestContainer {
 
 /// The host port Docker published for a container's port, as `docker port` says.
 pub fn docker_host_port(id: &str, port: u16) -> u16 {
-    published_port(id, port)
-        .unwrap_or_else(|| panic!("{id} has no host port for {port}/tcp: {}", docker_port(id, port)))
+    let said = docker_port(id, port);
+    host_port_in(&said).unwrap_or_else(|| panic!("{id} has no host port for {port}/tcp: {said}"))
 }
 
 /// The host port Docker publishes for a container's port now, if any: none while the container is not running
 /// (stopped, or restarting, which `docker ps` lists among the running).
 pub fn published_port(id: &str, port: u16) -> Option<u16> {
-    docker_port(id, port).lines().next()?.rsplit(':').next()?.trim().parse().ok()
+    host_port_in(&docker_port(id, port))
 }
 
 /// What `docker port` says of a container's port, its error included.
 fn docker_port(id: &str, port: u16) -> String {
     let out = run("docker", &["port", id, &format!("{port}/tcp")]);
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// The port of the first binding `docker port` lists (`0.0.0.0:32768`), if it lists one.
+fn host_port_in(said: &str) -> Option<u16> {
+    said.lines().next()?.rsplit(':').next()?.trim().parse().ok()
 }
 
 /// The announce string a container must get for `ip`, from `docker port`.
