@@ -26,6 +26,9 @@ pull_seconds=${PULL_SECONDS:-600}
 offline_redis_image=${OFFLINE_REDIS_IMAGE:-rediscover-offline/redis:7-bookworm}
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
+say() { echo "cluster.sh: $*" >&2; }
+# shellcheck source=compose/scale-in.sh
+. "$here/scale-in.sh"
 
 if docker compose version >/dev/null 2>&1; then
   compose_cmd=(docker compose)
@@ -53,7 +56,7 @@ choose_images() {
   elif pull "$redis"; then
     export REDIS_IMAGE=$redis
   elif [ -z "${REDIS_IMAGE:-}" ]; then
-    echo "cluster.sh: $redis cannot be pulled: building $offline_redis_image" >&2
+    say "$redis cannot be pulled: building $offline_redis_image"
     "$here/offline-images.sh" >/dev/null || die "offline-images.sh failed: see its message above"
     export REDIS_IMAGE=$offline_redis_image
   else
@@ -79,7 +82,7 @@ choose_user() {
   case ${mode: -2:1} in
     6 | 7) export DISCOVER_USER="65534:$(stat -c %g "$socket")" ;;
     *)
-      echo "cluster.sh: $socket is not group read-write (mode $mode): rediscover runs as root in its container; set DISCOVER_USER=uid:gid to choose" >&2
+      say "$socket is not group read-write (mode $mode): rediscover runs as root in its container; set DISCOVER_USER=uid:gid to choose"
       export DISCOVER_USER=0:0
       ;;
   esac
@@ -209,9 +212,6 @@ await_cluster() {
   echo "cluster of $n nodes ok: $((SECONDS - started))s after docker compose up, $((SECONDS - began))s in all"
 }
 
-# The nodes with the fewest replicas per master: 3 masters, one replica each.
-min_kept=6
-
 # The project's Redis containers, running or not, by compose's container number, lowest first: `--scale`
 # keeps the lowest numbers and removes the highest (docker-compose v1: service.py _downscale).
 by_number() {
@@ -221,122 +221,26 @@ by_number() {
   done | sort -n | awk '{ print $2 }'
 }
 
-# Shrinks to N nodes: the containers with the highest numbers leave. The manager is stopped meanwhile (it
-# would place a drained master again, or move slots onto it); `compose up` at the end starts it again, and
-# so does any later cluster.sh up or scale if this one is cut short.
+# Shrinks to N nodes: the containers with the highest numbers leave (scale-in.sh's take_out), then their
+# containers and volumes go. The manager is stopped meanwhile; `compose up` at the end starts it again, and so
+# does any later cluster.sh up or scale if this one is cut short.
 scale_in() {
-  local n=$1 ids keep leave entry id nodes_now slots moved weights=() leaving=() staying_masters
-  local myself master to given= m has gets masters heir w at
-  ids=$(by_number)
+  local n=$1 ids keep leave id
+  ids=$(by_number | cut -c 1-12)
   keep=$(head -n "$n" <<<"$ids")
   leave=$(tail -n +"$((n + 1))" <<<"$ids")
   for id in $ids; do
     [ "$(docker inspect -f '{{.State.Running}}' "$id")" = true ] \
-      || die "node container ${id:0:12} is not running: start it ('docker start ${id:0:12}') or remove it before scaling in"
+      || die "node container $id is not running: start it ('docker start $id') or remove it before scaling in"
   done
-  entry=$(head -n 1 <<<"$keep")
   # At once: the manager may be killed at any moment, and its shell would ignore the SIGTERM of a stop.
   compose stop -t 0 manager >&2 || die "cannot stop the manager: see the messages above"
   trap 'compose start manager >/dev/null 2>&1 || true' EXIT
-  # The entry node by the address it announces: redis-cli names the target of a slot move by the address it
-  # was given, and 127.0.0.1 would send the keys back to their source.
-  at=$(node_cli "$entry" cluster nodes | awk '$3 ~ /myself/ { split($2, a, "@"); print a[1] }')
-  [ -n "$at" ] || die "node ${entry:0:12} does not answer CLUSTER NODES: see '$0 status'"
-  # The manager may have been stopped in the middle of a move: its open slot is closed first.
-  if ! node_cli "$entry" --cluster check "$at" >/dev/null 2>&1; then
-    node_cli "$entry" --cluster fix "$at" --cluster-yes >&2 || true
-    node_cli "$entry" --cluster check "$at" >&2 \
-      || die "redis-cli --cluster check finds the cluster not whole (see above): scale in once it is"
-  fi
-  for id in $leave; do
-    leaving+=("$(node_cli "$id" cluster myid | tr -d '\r')")
-  done
-  nodes_now=$(node_cli "$entry" cluster nodes) || die "cannot read cluster nodes: see '$0 status'"
-  # While fewer than 3 masters would stay, a leaving master whose replica stays hands its slots to that
-  # replica (CLUSTER FAILOVER on it) and becomes its replica, to be removed as one.
-  masters=$(awk -v gone=" ${leaving[*]} " '
-    index(gone, " " $1 " ") == 0 && $3 ~ /master/ && $3 !~ /fail/ && NF > 8 { n++ } END { print n + 0 }' <<<"$nodes_now")
-  for id in "${leaving[@]}"; do
-    [ "$masters" -lt 3 ] || break
-    awk -v id="$id" '$1 == id && $3 ~ /master/ && NF > 8 { found = 1 } END { exit !found }' <<<"$nodes_now" || continue
-    heir=
-    for m in $keep; do
-      if node_cli "$m" cluster nodes | awk -v id="$id" '$3 ~ /myself/ && $3 ~ /slave/ && $4 == id { found = 1 } END { exit !found }'; then
-        heir=$m
-        break
-      fi
-    done
-    [ -n "$heir" ] || continue
-    echo "cluster.sh: $id leaves: its replica in ${heir:0:12} takes over (CLUSTER FAILOVER)" >&2
-    node_cli "$heir" cluster failover >/dev/null || die "CLUSTER FAILOVER failed on ${heir:0:12}: see '$0 status'"
-    w=0
-    until node_cli "$entry" cluster nodes | awk -v id="$id" '$1 == id && $3 ~ /slave/ { found = 1 } END { exit !found }'; do
-      w=$((w + 1))
-      [ "$w" -lt 60 ] || die "$id is still a master 60 s after CLUSTER FAILOVER on its replica: see '$0 status'"
-      sleep 1
-    done
-    masters=$((masters + 1))
-  done
-  nodes_now=$(node_cli "$entry" cluster nodes) || die "cannot read cluster nodes: see '$0 status'"
-  # Masters that leave give their slots to the masters that stay: a rebalance in which they weigh 0.
-  for id in "${leaving[@]}"; do
-    slots=$(awk -v id="$id" '$1 == id && $3 ~ /master/ { print NF - 8 }' <<<"$nodes_now")
-    if [ "${slots:-0}" -gt 0 ]; then
-      weights+=("$id=0")
-    fi
-  done
-  if [ "${#weights[@]}" -gt 0 ]; then
-    echo "cluster.sh: moving the slots of ${#weights[@]} leaving master(s) to the masters that stay" >&2
-    moved=0
-    for _ in 1 2 3; do
-      if node_cli "$entry" --cluster rebalance "$at" --cluster-weight "${weights[@]}" --cluster-yes >&2; then
-        moved=1
-        break
-      fi
-      # A move cut short leaves its slot open: fix closes it before the next try.
-      node_cli "$entry" --cluster fix "$at" --cluster-yes >&2 || true
-      sleep 2
-    done
-    [ "$moved" = 1 ] || die "the slots did not move off the leaving nodes: see '$0 status'; '$0 scale $n' tries again"
-    echo "cluster.sh: slots moved off the leaving nodes $((SECONDS - began))s after scale began" >&2
-  fi
-  nodes_now=$(node_cli "$entry" cluster nodes) || die "cannot read cluster nodes: see '$0 status'"
-  for id in "${leaving[@]}"; do
-    slots=$(awk -v id="$id" '$1 == id { print NF - 8 }' <<<"$nodes_now")
-    [ "${slots:-0}" = 0 ] || die "leaving node $id still serves slots: see '$0 status'; '$0 scale $n' tries again"
-  done
-  # A replica that stays but follows a leaving master follows the staying master with the fewest replicas.
-  staying_masters=$(awk -v gone=" ${leaving[*]} " '
-    index(gone, " " $1 " ") == 0 && $3 ~ /master/ && $3 !~ /fail/ && NF > 8 { print $1 }' <<<"$nodes_now")
-  for id in $keep; do
-    myself=$(node_cli "$id" cluster nodes | awk '$3 ~ /myself/ { print $1, $4 }')
-    master=${myself#* }
-    case " ${leaving[*]} " in
-      *" $master "*) ;;
-      *) continue ;;
-    esac
-    to=$(for m in $staying_masters; do
-      has=$(awk -v m="$m" '$3 ~ /slave/ && $4 == m { n++ } END { print n + 0 }' <<<"$nodes_now")
-      gets=$(awk -v m="$m" '{ for (i = 1; i <= NF; i++) if ($i == m) n++ } END { print n + 0 }' <<<"$given")
-      echo "$((has + gets)) $m"
-    done | sort -n | awk '{ print $2; exit }')
-    [ -n "$to" ] || die "no master stays for replica ${myself%% *}: scale to more nodes"
-    echo "cluster.sh: ${myself%% *} follows a leaving master: making it a replica of $to" >&2
-    node_cli "$id" cluster replicate "$to" >/dev/null || die "CLUSTER REPLICATE $to failed on ${id:0:12}: see '$0 status'"
-    given="$given $to"
-  done
-  # Replicas first: del-node of a master re-points its replicas, to no avail when they leave too.
-  for id in $(for id in "${leaving[@]}"; do
-    awk -v id="$id" '$1 == id { print ($3 ~ /slave/ ? 0 : 1), id }' <<<"$nodes_now"
-  done | sort -n | awk '{ print $2 }'); do
-    node_cli "$entry" --cluster del-node "$at" "$id" >&2 \
-      || die "redis-cli --cluster del-node $id failed: see its message above; '$0 scale $n' tries again"
-  done
-  echo "cluster.sh: ${#leaving[@]} node(s) removed from the cluster $((SECONDS - began))s after scale began" >&2
+  take_out "$keep" "$leave"
   # The containers go here rather than through compose, so that their volumes go with them.
   for id in $leave; do
     { docker stop "$id" >/dev/null && docker rm -v "$id" >/dev/null; } \
-      || die "cannot remove container ${id:0:12}: remove it with 'docker rm -fv ${id:0:12}'"
+      || die "cannot remove container $id: remove it with 'docker rm -fv $id'"
   done
 }
 
@@ -369,9 +273,7 @@ case $cmd in
     ;;
   scale)
     size_arg "${2:-}"
-    if [ "$2" -lt "$(count_nodes)" ] && [ "$2" -lt "$min_kept" ] && [ "$force" != 1 ]; then
-      die "scale $2 leaves a master without a replica (3 masters with one replica each need $min_kept nodes): add --force to scale in anyway"
-    fi
+    refuse_small "$2" "$(count_nodes)" "$force"
     began=$SECONDS
     choose_images
     choose_user
