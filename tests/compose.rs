@@ -143,13 +143,14 @@ fn compose_cluster_forms_grows_fails_over_and_goes_away() {
     assert!(nodes.iter().all(|n| !n.flags.contains("fail")), "{nodes:?}");
     read_keys(&survivor, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the restart: {e}"));
 
-    // 5. A node's redis-server dies (SIGKILL from the host): Docker starts it again, it rejoins under its own
-    // id and the cluster is whole.
+    // 5. A node's redis-server dies (SIGKILL from the host, to the server under the entrypoint's shell): the
+    // container exits with its status, Docker starts it again, it rejoins under its own id and the cluster is
+    // whole.
     let (masters, _) = masters_and_replicas(&nodes);
     let crashed = masters.first().map(|m| (*m).clone()).expect("a master");
     let crashed_container = container_of(&project, &crashed.addr);
     let pid = run_ok("docker", &["inspect", "-f", "{{.State.Pid}}", &crashed_container]);
-    run_ok("kill", &["-KILL", &pid]);
+    run_ok("pkill", &["-KILL", "-P", &pid, "-x", "redis-server"]);
     let back = eventually("the crashed node running again and back in the cluster", || {
         let state = run_ok("docker", &["inspect", "-f", "{{.State.Running}} {{.RestartCount}}", &crashed_container]);
         if state != "true 1" {

@@ -102,7 +102,13 @@ fi
 # publishing every client and peer comes from another address: it is off (README, Security).
 # nodes.conf, the append-only file and the data stay in /data, a volume: a restarted node keeps its identity
 # and tells its peers its new address itself.
-exec redis-server \
+# The server runs as a child, not by exec: a node stopped by a signal (docker stop, its engine shutting down)
+# exits 143, a failure, which a swarm's on-failure restart policy starts again; only a SHUTDOWN command ends it
+# with redis-server's 0, for good (swarm.sh scale removes a node so).
+signalled=0
+pid=
+trap 'signalled=1; [ -z "$pid" ] || kill -TERM "$pid" 2>/dev/null || true' TERM INT
+redis-server \
   --cluster-enabled yes \
   --cluster-config-file nodes.conf \
   --cluster-node-timeout "${CLUSTER_NODE_TIMEOUT:-5000}" \
@@ -111,4 +117,15 @@ exec redis-server \
   --dir /data \
   --appendonly yes \
   --protected-mode no \
-  "$@"
+  "$@" &
+pid=$!
+[ "$signalled" = 0 ] || kill -TERM "$pid" 2>/dev/null || true
+status=0
+wait "$pid" || status=$?
+# A trapped signal ends wait early: wait again for the server itself (a zombie still answers kill -0).
+while kill -0 "$pid" 2>/dev/null; do
+  status=0
+  wait "$pid" || status=$?
+done
+[ "$signalled" = 0 ] || exit 143
+exit "$status"
