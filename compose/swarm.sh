@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs the Redis Cluster of compose/stack.yml on the Docker Swarm this engine manages:
 #   compose/swarm.sh up N      build the images, bring them to every node, deploy; wait until cluster_state:ok
-#   compose/swarm.sh scale N   grow to N nodes; the manager adds them; wait until cluster_state:ok
+#   compose/swarm.sh scale N   grow to N nodes (the manager adds them), or shrink to N: the nodes of the
+#                              highest task slots hand their slots to the others and leave the cluster, then
+#                              the service loses just those tasks; fewer than 6 nodes only with --force (or
+#                              FORCE=1); waits until cluster_state:ok
 #   compose/swarm.sh status    cluster info and cluster nodes, and the swarm node each Redis node runs on
 #   compose/swarm.sh down      remove the stack, its volumes and its images on every node
 # When this engine is in no swarm, `up` makes it the manager of a single-node swarm (docker swarm init) and says
@@ -40,6 +43,8 @@ unset REDISCLI_AUTH
 
 die() { echo "swarm.sh: $*" >&2; exit 1; }
 say() { echo "swarm.sh: $*" >&2; }
+# shellcheck source=compose/scale-in.sh
+. "$here/scale-in.sh"
 
 [[ $stack =~ ^[a-z0-9][a-z0-9_-]*$ ]] || die "STACK=$stack: use lower-case letters, digits, '-' and '_'"
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer: start dockerd and rerun"
@@ -149,8 +154,30 @@ cli() {
   fi
 }
 
-# The cluster's nodes (ip:port@bus-port), as this manager's rediscover lists them (over TLS with DISCOVER_TLS=1).
-members() { redis_cli 30 "${discover_tls[@]}" -e -p "$discover_port" MEMBERS 2>/dev/null; }
+# node_cli IP:PORT ARGS...: cli towards one node.
+node_cli() {
+  local addr=$1
+  shift
+  cli -h "${addr%:*}" -p "${addr##*:}" "$@"
+}
+
+# The cluster's nodes (ip:port@bus-port), as this manager's rediscover lists them (over TLS with DISCOVER_TLS=1);
+# MEMBERS options may follow.
+members() { redis_cli 30 "${discover_tls[@]}" -e -p "$discover_port" MEMBERS "$@" 2>/dev/null; }
+
+# The Redis nodes as "slot ip:port" lines, lowest task slot first: MEMBERS WITHNAMES names each node's task
+# service.slot.task-id.
+by_slot() {
+  members WITHNAMES | tr -d '\r' | awk -v service="${stack}_redis" '
+    NR % 2 { split($0, a, "@"); addr = a[1]; next }
+    { split($0, f, "."); if (f[1] == service) print f[2], addr }' | sort -n
+}
+
+# The slots of the Redis service's tasks that the swarm wants running.
+running_slots() {
+  docker service ps --filter desired-state=running --format '{{.Name}}' "${stack}_redis" 2>/dev/null \
+    | awk -F . '{ print $NF }' | sort -n
+}
 
 # How many Redis nodes the stack asks for.
 replicas() { docker service inspect -f '{{.Spec.Mode.Replicated.Replicas}}' "${stack}_redis" 2>/dev/null || echo 0; }
@@ -158,9 +185,56 @@ replicas() { docker service inspect -f '{{.Spec.Mode.Replicated.Replicas}}' "${s
 refuse_shrink() {
   local now
   now=$(replicas)
-  # A smaller replicated service loses the tasks Docker picks (the nodes with the most, then any), so their slots
-  # cannot be moved off first as cluster.sh does.
-  [ "$1" -ge "$now" ] || die "$now nodes exist and shrinking is not supported on a swarm: Docker picks which tasks a smaller service loses, so their slots cannot be moved off first; '$0 down' and '$0 up $1'"
+  [ "$1" -ge "$now" ] || die "$now nodes exist and shrinking is not supported by up: '$0 scale $1' moves the slots away and removes nodes"
+}
+
+# Shrinks to N nodes: the tasks of the highest slots leave. A smaller replicated service loses the tasks Docker
+# picks (on the nodes with the most, then any) unless some are no longer running: so the leaving nodes first
+# hand over their slots and replicas and leave the cluster (scale-in.sh's take_out), forget it (CLUSTER RESET
+# HARD: a later task of their slot that finds their volume starts as a new node) and end with SHUTDOWN, which
+# their entrypoint passes on as exit code 0, so that the on-failure restart policy lets their tasks complete.
+# Only then does the service get smaller, and it loses just those slots. The manager service has no task
+# meanwhile (it would place a drained master again, or move slots onto it); it gets one back at the end, also
+# when this is cut short, and so it does from any later swarm.sh up or scale.
+scale_in() {
+  local n=$1 now all keep leave addr w gone slot engine
+  now=$(replicas)
+  all=$(by_slot)
+  [ "$(grep -c . <<<"$all")" = "$now" ] && [ "$(running_slots | tr '\n' ' ')" = "$(awk '{ printf "%s ", $1 }' <<<"$all")" ] \
+    || die "rediscover lists $(grep -c . <<<"$all") of the $now Redis nodes: scale in once every node runs (see '$0 status' and 'docker service ps ${stack}_redis')"
+  keep=$(head -n "$n" <<<"$all")
+  leave=$(tail -n +"$((n + 1))" <<<"$all")
+  trap 'docker service scale --detach "${stack}_manager=1" >/dev/null 2>&1 || true' EXIT
+  docker service scale "${stack}_manager=0" >/dev/null || die "cannot stop the manager: see 'docker service ps ${stack}_manager'"
+  take_out "$(awk '{ print $2 }' <<<"$keep")" "$(awk '{ print $2 }' <<<"$leave")"
+  for addr in $(awk '{ print $2 }' <<<"$leave"); do
+    node_cli "$addr" cluster reset hard >/dev/null || say "CLUSTER RESET HARD failed on $addr: a later task of its slot on that host may find it removed"
+    node_cli "$addr" shutdown nosave >/dev/null 2>&1 || true
+  done
+  # Each leaving task completes once its server has shut down.
+  w=0
+  until [ -z "$(running_slots | grep -Fx -f <(awk '{ print $1 }' <<<"$leave") || true)" ]; do
+    w=$((w + 1))
+    [ "$w" -lt 120 ] || die "the tasks of slots $(awk '{ printf "%s ", $1 }' <<<"$leave")still run 60 s after SHUTDOWN: see 'docker service ps ${stack}_redis'"
+    sleep 0.5
+  done
+  docker service scale --detach "${stack}_redis=$n" >/dev/null || die "docker service scale failed: see its message above"
+  gone=$(running_slots | grep -Fx -f <(awk '{ print $1 }' <<<"$leave") | tr '\n' ' ' || true)
+  [ -z "$gone" ] || die "Docker started slot(s) $gone again before the service got smaller: their nodes join as new ones; '$0 scale $n' tries again"
+  # Their volumes go too, on every engine this script reaches, once their containers are gone.
+  for engine in $(engines); do
+    for slot in $(awk '{ print $1 }' <<<"$leave"); do
+      w=0
+      while on "$engine" volume inspect "${stack}_redis-$slot" >/dev/null 2>&1 \
+        && ! on "$engine" volume rm "${stack}_redis-$slot" >/dev/null 2>&1; do
+        w=$((w + 1))
+        [ "$w" -lt 60 ] || { say "volume ${stack}_redis-$slot is still in use on $engine: remove it later"; break; }
+        sleep 0.5
+      done
+    done
+  done
+  trap - EXIT
+  docker service scale --detach "${stack}_manager=1" >/dev/null || die "cannot start the manager again: 'docker service scale ${stack}_manager=1'"
 }
 
 # True when N nodes are listed, each reports cluster_state:ok, knows N nodes and sees every master serve slots,
@@ -299,6 +373,12 @@ on() {
   if [ "$engine" = local ]; then docker "$@"; else docker -H "$engine" "$@"; fi
 }
 
+force=${FORCE:-0}
+args=()
+for a in "$@"; do
+  if [ "$a" = --force ]; then force=1; else args+=("$a"); fi
+done
+set -- "${args[@]}"
 cmd=${1:-}
 case $cmd in
   up)
@@ -316,13 +396,18 @@ case $cmd in
     ;;
   scale)
     size_arg "${2:-}"
-    [ "$(replicas)" != 0 ] || die "stack $stack runs no Redis node: start it with '$0 up $2'"
-    refuse_shrink "$2"
+    now=$(replicas)
+    [ "$now" != 0 ] || die "stack $stack runs no Redis node: start it with '$0 up $2'"
+    refuse_small "$2" "$now" "$force"
     began=$SECONDS
     inherit_tls
     choose_tls
-    docker service scale --detach "${stack}_redis=$2" >/dev/null \
-      || die "docker service scale failed: see its message above"
+    if [ "$2" -lt "$now" ]; then
+      scale_in "$2"
+    else
+      docker service scale --detach "${stack}_redis=$2" "${stack}_manager=1" >/dev/null \
+        || die "docker service scale failed: see its message above"
+    fi
     await_cluster "$2" "$began" "$began"
     ;;
   status)
@@ -382,6 +467,6 @@ case $cmd in
     esac
     ;;
   *)
-    die "usage: $0 up N | scale N | status | down"
+    die "usage: $0 up N | scale N [--force] | status | down"
     ;;
 esac

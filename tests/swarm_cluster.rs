@@ -197,17 +197,24 @@ fn every_master_replicated_elsewhere(nodes: &[NodeLine]) -> Result<(), String> {
     Ok(())
 }
 
+/// `redis-cli -c` through the node at `addr`, with `input` on its stdin.
+fn cluster_cli(addr: &str, input: String) -> String {
+    let (ip, port) = addr.rsplit_once(':').expect("ip:port");
+    redis_cli(&["-c", "-h", ip, "-p", port], &input)
+}
+
 /// Writes KEYS keys with `redis-cli -c` through one node and reads them back through another.
 fn write_and_read_keys(write_at: &str, read_at: &str, tag: &str) {
-    let cli = |addr: &str, input: String| -> String {
-        let (ip, port) = addr.rsplit_once(':').expect("ip:port");
-        redis_cli(&["-c", "-h", ip, "-p", port], &input)
-    };
     let sets: String = (0..KEYS).map(|i| format!("SET {tag}:{i} v{i}\n")).collect();
-    let replies = cli(write_at, sets);
+    let replies = cluster_cli(write_at, sets);
     assert_eq!(replies.lines().filter(|l| *l == "OK").count(), KEYS, "every SET acknowledged: {replies}");
+    read_keys(read_at, tag);
+}
+
+/// Reads back the KEYS keys `write_and_read_keys` wrote under `tag`, through the node at `read_at`.
+fn read_keys(read_at: &str, tag: &str) {
     let gets: String = (0..KEYS).map(|i| format!("GET {tag}:{i}\n")).collect();
-    let replies = cli(read_at, gets);
+    let replies = cluster_cli(read_at, gets);
     let values: Vec<&str> = replies.lines().collect();
     assert_eq!(values.len(), KEYS, "one reply per GET: {replies}");
     for (i, value) in values.iter().enumerate() {
@@ -233,8 +240,20 @@ fn have_redis_cli() {
     );
 }
 
+/// The task slots of the stack's Redis service that the swarm wants running.
+fn running_slots(stack: &str) -> Vec<u32> {
+    let names = run_ok(
+        "docker",
+        &["service", "ps", "--filter", "desired-state=running", "--format", "{{.Name}}", &format!("{stack}_redis")],
+    );
+    let mut slots: Vec<u32> =
+        names.lines().filter_map(|n| n.rsplit('.').next()).map(|s| s.parse().expect("a task slot")).collect();
+    slots.sort_unstable();
+    slots
+}
+
 #[test]
-fn a_cluster_spans_three_engines_and_grows_with_no_replica_beside_its_master() {
+fn a_cluster_spans_three_engines_grows_and_shrinks_with_no_replica_beside_its_master() {
     have_redis_cli();
     let size: usize = std::env::var("SWARM_CLUSTER_SIZE").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
     let host = Host::claim();
@@ -272,6 +291,44 @@ fn a_cluster_spans_three_engines_and_grows_with_no_replica_beside_its_master() {
     assert!(nodes.iter().filter(|n| n.master).count() >= size / 2, "{nodes:?}");
     let masters: Vec<&NodeLine> = nodes.iter().filter(|n| n.master).collect();
     write_and_read_keys(&masters[masters.len() - 1].addr, &masters[0].addr, "scaled");
+
+    // Fewer nodes than 3 masters with a replica each need is refused without --force, and nothing changes.
+    let refused = stack.swarm_sh(&["scale", "4"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("--force"), "scale 4 on {grown} nodes: {said}");
+    assert_eq!(running_slots(&stack.name), (1..=grown as u32).collect::<Vec<_>>(), "a refused scale 4 removed tasks");
+
+    // Back to the first size: the nodes of the highest slots (those that joined last) hand their slots over and
+    // leave, the service loses just their tasks, and their volumes go from every engine.
+    let (stdout, stderr, took) = stack.swarm_sh_ok(&["scale", &size.to_string()]);
+    let (after_shrink, _) = ok_line(&stdout, size);
+    println!("swarm: scale {grown} -> {size}: {after_shrink} s ({took:.1?})");
+    assert!(stderr.contains(&format!("{} node(s) removed from the cluster", grown - size)), "{stderr}");
+    assert_eq!(running_slots(&stack.name), (1..=size as u32).collect::<Vec<_>>(), "the highest slots left");
+    let members = stack.members();
+    let nodes = check_cluster(&members, size);
+    every_master_replicated_elsewhere(&nodes).unwrap_or_else(|e| panic!("{e}"));
+    read_keys(&nodes[0].addr, "up");
+    read_keys(&nodes[nodes.len() - 1].addr, "scaled");
+    let volumes = |docker: &dyn Fn(&[&str]) -> String| -> Vec<String> {
+        docker(&["volume", "ls", "-q", "--filter", &format!("name={}_redis-", stack.name)])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let mut left = volumes(&|args| run_ok("docker", args));
+    for engine in engines.engines() {
+        left.extend(volumes(&|args| engine.docker(args)));
+    }
+    for slot in size + 1..=grown {
+        let name = format!("{}_redis-{slot}", stack.name);
+        assert!(!left.contains(&name), "volume {name} of a slot that left is still there: {left:?}");
+    }
+    let manager = run_ok(
+        "docker",
+        &["service", "inspect", "-f", "{{.Spec.Mode.Replicated.Replicas}}", &format!("{}_manager", stack.name)],
+    );
+    assert_eq!(manager, "1", "the manager runs again after scale in");
 
     drop(stack);
     drop(engines);
