@@ -368,6 +368,27 @@ fn on_an_engine_in_no_swarm_up_makes_a_single_node_swarm_and_down_leaves_it() {
     assert!(nodes.iter().all(|n| n.ip == node_ip), "every node at the swarm node's address {node_ip}: {nodes:?}");
     write_and_read_keys(&nodes[0].addr, &nodes[5].addr, "single");
 
+    // A node stopped by a signal (`docker stop`) exits non-zero: the on-failure policy starts its slot again,
+    // on its volume, and it rejoins under its own id.
+    let stopped = &nodes[0];
+    let port = stopped.addr.rsplit_once(':').map(|(_, p)| p.to_string()).expect("ip:port");
+    let container = run_ok("docker", &["ps", "-q", "--filter", &format!("publish={port}")]);
+    assert_eq!(container.lines().count(), 1, "one container publishes {port}: {container}");
+    run_ok("docker", &["stop", &container]);
+    let code = run_ok("docker", &["inspect", "-f", "{{.State.ExitCode}}", &container]);
+    assert_eq!(code, "143", "a node stopped by SIGTERM exits 143");
+    engines::wait_for("the stopped node's slot running again, the cluster whole", SETTLE, || {
+        let members = stack.members();
+        let nodes = cluster_whole(&members, 6)?;
+        if nodes.iter().any(|n| n.id == stopped.id) {
+            Ok(())
+        } else {
+            Err(format!("{} is not back: {nodes:?}", stopped.id))
+        }
+    });
+    assert_eq!(running_slots(&stack.name), (1..=6).collect::<Vec<_>>(), "the same six slots");
+    read_keys(&nodes[5].addr, "single");
+
     let out = stack.swarm_sh(&["down"]);
     assert!(out.status.success(), "down: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("left the single-node swarm"));
