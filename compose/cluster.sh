@@ -248,11 +248,7 @@ size_arg() {
   [[ ${1:-} =~ ^[0-9]+$ ]] && [ "$1" -ge 3 ] || die "'$cmd' needs a node count of 3 or more, e.g. '$0 $cmd 6'"
 }
 
-force=${FORCE:-0}
-args=()
-for a in "$@"; do
-  if [ "$a" = --force ]; then force=1; else args+=("$a"); fi
-done
+read_force "$@"
 set -- "${args[@]}"
 cmd=${1:-}
 case $cmd in

@@ -13,6 +13,16 @@ refuse_small() {
   fi
 }
 
+# read_force ARGS...: sets force (1 with --force among ARGS, else FORCE, else 0) and args (ARGS without it).
+read_force() {
+  local a
+  force=${FORCE:-0}
+  args=()
+  for a in "$@"; do
+    if [ "$a" = --force ]; then force=1; else args+=("$a"); fi
+  done
+}
+
 # take_out KEEP LEAVE: the nodes LEAVE (handles, one a line) hand their slots and replicas to the nodes KEEP
 # and leave the cluster (redis-cli --cluster del-node); their servers still run, alone and serving nothing.
 take_out() {

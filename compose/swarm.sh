@@ -373,11 +373,7 @@ on() {
   if [ "$engine" = local ]; then docker "$@"; else docker -H "$engine" "$@"; fi
 }
 
-force=${FORCE:-0}
-args=()
-for a in "$@"; do
-  if [ "$a" = --force ]; then force=1; else args+=("$a"); fi
-done
+read_force "$@"
 set -- "${args[@]}"
 cmd=${1:-}
 case $cmd in
