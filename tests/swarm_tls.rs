@@ -1,8 +1,8 @@
 //! compose/swarm.sh with TLS=1 and DISCOVER_TLS=1 on this machine's engine as a single-node swarm: the
 //! certificates reach the tasks as swarm configs and a secret, the nodes and rediscover speak TLS only, a second
-//! `up` with the same files changes nothing, other files are refused, `scale` and `status` speak TLS unasked, and
-//! `down` leaves nothing behind; and the same across three engines, whose nodes speak TLS to each other. Each test
-//! holds the host's swarm alone and leaves it as it found it.
+//! `up` with the same files changes nothing, other files are refused, `scale` (up and down) and `status` speak
+//! TLS unasked, and `down` leaves nothing behind; and the same across three engines, whose nodes speak TLS to
+//! each other. Each test holds the host's swarm alone and leaves it as it found it.
 
 mod common;
 mod engines;
@@ -211,6 +211,12 @@ fn a_tls_stack_speaks_tls_only_through_its_announced_addresses_and_leaves_nothin
     let (status, _, _) = stack.swarm_sh_ok(&["status"], &[]);
     assert!(status.lines().any(|l| l == "cluster_state:ok"), "status over TLS: {status}");
     assert_eq!(status.lines().filter(|l| l.contains(" runs on ")).count(), 7, "status over TLS: {status}");
+    // Shrinking hands the slots over and removes the node over TLS too.
+    let (stdout, stderr, took) = stack.swarm_sh_ok(&["scale", "6"], &[]);
+    println!("swarm_tls: scale 7 -> 6 with no setting given: {} ({took:.1?})", stdout.trim());
+    assert!(stdout.contains("cluster of 6 nodes ok"), "{stdout}");
+    assert!(stderr.contains("1 node(s) removed from the cluster"), "{stderr}");
+    assert_eq!(stack.members().len(), 6, "rediscover lists 6 nodes again");
 
     // 6. down leaves no stack, secret, config or volume in the swarm, which stays.
     stack.swarm_sh_ok(&["down"], &[]);
