@@ -197,11 +197,13 @@ refuse_shrink() {
 # meanwhile (it would place a drained master again, or move slots onto it); it gets one back at the end, also
 # when this is cut short, and so it does from any later swarm.sh up or scale.
 scale_in() {
-  local n=$1 now all keep leave addr w gone slot engine
-  now=$(replicas)
+  local n=$1 all running keep leave addr w gone v engine
+  # Every task the swarm wants running must be a listed node. A slot whose node already ended (a scale in cut
+  # short after its SHUTDOWN) is no such task: it goes with the others at the end.
   all=$(by_slot)
-  [ "$(grep -c . <<<"$all")" = "$now" ] && [ "$(running_slots | tr '\n' ' ')" = "$(awk '{ printf "%s ", $1 }' <<<"$all")" ] \
-    || die "rediscover lists $(grep -c . <<<"$all") of the $now Redis nodes: scale in once every node runs (see '$0 status' and 'docker service ps ${stack}_redis')"
+  running=$(running_slots)
+  [ "$(tr '\n' ' ' <<<"$running")" = "$(awk '{ printf "%s ", $1 }' <<<"$all")" ] \
+    || die "rediscover lists $(grep -c . <<<"$all") nodes, the swarm wants $(grep -c . <<<"$running") running: scale in once every node runs (see '$0 status' and 'docker service ps ${stack}_redis')"
   keep=$(head -n "$n" <<<"$all")
   leave=$(tail -n +"$((n + 1))" <<<"$all")
   trap 'docker service scale --detach "${stack}_manager=1" >/dev/null 2>&1 || true' EXIT
@@ -221,14 +223,15 @@ scale_in() {
   docker service scale --detach "${stack}_redis=$n" >/dev/null || die "docker service scale failed: see its message above"
   gone=$(running_slots | grep -Fx -f <(awk '{ print $1 }' <<<"$leave") | tr '\n' ' ' || true)
   [ -z "$gone" ] || die "Docker started slot(s) $gone again before the service got smaller: their nodes join as new ones; '$0 scale $n' tries again"
-  # Their volumes go too, on every engine this script reaches, once their containers are gone.
+  # The volumes of every slot the service no longer has go too, on every engine this script reaches, once
+  # their containers are gone.
   for engine in $(engines); do
-    for slot in $(awk '{ print $1 }' <<<"$leave"); do
+    for v in $(on "$engine" volume ls -q --filter "name=${stack}_redis-" 2>/dev/null | grep -E "^${stack}_redis-[0-9]+\$" || true); do
+      ! awk '{ print $1 }' <<<"$keep" | grep -qx "${v##*-}" || continue
       w=0
-      while on "$engine" volume inspect "${stack}_redis-$slot" >/dev/null 2>&1 \
-        && ! on "$engine" volume rm "${stack}_redis-$slot" >/dev/null 2>&1; do
+      while on "$engine" volume inspect "$v" >/dev/null 2>&1 && ! on "$engine" volume rm "$v" >/dev/null 2>&1; do
         w=$((w + 1))
-        [ "$w" -lt 60 ] || { say "volume ${stack}_redis-$slot is still in use on $engine: remove it later"; break; }
+        [ "$w" -lt 60 ] || { say "volume $v is still in use on $engine: remove it later"; break; }
         sleep 0.5
       done
     done
