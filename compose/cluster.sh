@@ -10,6 +10,7 @@
 #   compose/cluster.sh down      remove the containers, networks, volumes and built images of the project
 # Environment: COMPOSE_PROJECT_NAME (rediscover), DISCOVER_PORT (7379), REDIS_IMAGE (redis:7),
 # RUST_IMAGE (rust:1-alpine), CLUSTER_NODE_TIMEOUT (5000 ms), WAIT_SECONDS (300), PULL_SECONDS (600),
+# CLUSTER_OP_SECONDS (600: how long one redis-cli --cluster operation of a scale in may move keys),
 # OFFLINE=1 to use the images of compose/offline-images.sh without trying a registry, DISCOVER_USER (uid:gid
 # of rediscover in its container; default: nobody in the Docker socket's group), REDIS_PASSWORD (none: the
 # nodes accept every client; see README, Security), TLS=1 (the nodes speak TLS only), DISCOVER_TLS=1
@@ -170,18 +171,19 @@ refuse_shrink() {
   [ "$1" -ge "$now" ] || die "$now nodes exist and shrinking is not supported by up: '$0 scale $1' moves the slots away and removes nodes"
 }
 
-# node_cli ID ARGS...: redis-cli inside a node, given up after 60 s; with REDIS_PASSWORD, authenticated (the
-# password goes through the environment, not the command line); over TLS when the node speaks it (its
+# node_cli ID ARGS...: redis-cli inside a node, given up after call_seconds; with REDIS_PASSWORD, authenticated
+# (the password goes through the environment, not the command line); over TLS when the node speaks it (its
 # common.sh holds the options).
 node_cli() {
-  local id=$1
+  local id=$1 limit
   # shellcheck disable=SC2016 # expanded by the node's shell
   local cli=(sh -c '. /usr/local/lib/rediscover/common.sh && exec redis-cli $node_tls "$@"' node_cli)
   shift
+  limit=$(call_seconds "$@")
   if [ -n "${REDIS_PASSWORD:-}" ]; then
-    REDISCLI_AUTH=$REDIS_PASSWORD timeout 60 docker exec -e REDISCLI_AUTH "$id" "${cli[@]}" "$@"
+    REDISCLI_AUTH=$REDIS_PASSWORD timeout "$limit" docker exec -e REDISCLI_AUTH "$id" "${cli[@]}" "$@"
   else
-    timeout 60 docker exec "$id" "${cli[@]}" "$@"
+    timeout "$limit" docker exec "$id" "${cli[@]}" "$@"
   fi
 }
 

@@ -13,6 +13,12 @@ refuse_small() {
   fi
 }
 
+# call_seconds ARGS...: how long a redis-cli call with these arguments may take: a --cluster operation moves
+# keys for as long as the data needs (CLUSTER_OP_SECONDS, 600 s), any other call 60 s.
+call_seconds() {
+  if [ "${1:-}" = --cluster ]; then echo "${CLUSTER_OP_SECONDS:-600}"; else echo 60; fi
+}
+
 # read_force ARGS...: sets force (1 with --force among ARGS, else FORCE, else 0) and args (ARGS without it).
 read_force() {
   local a

@@ -13,7 +13,8 @@
 # spaces, e.g. "ssh://node2 tcp://10.0.0.3:2376": the images reach them by docker save | docker load, without a
 # registry; a node left out must have the images already), SWARM_ADVERTISE_ADDR (for swarm init; default: the
 # address of the default route's interface), DISCOVER_PORT (7379), REDIS_IMAGE (redis:7), RUST_IMAGE
-# (rust:1-alpine), CLUSTER_NODE_TIMEOUT (5000 ms), WAIT_SECONDS (300), PULL_SECONDS (600), OFFLINE=1 (use the
+# (rust:1-alpine), CLUSTER_NODE_TIMEOUT (5000 ms), WAIT_SECONDS (300), PULL_SECONDS (600), CLUSTER_OP_SECONDS
+# (600: how long one redis-cli --cluster operation of a scale in may move keys), OFFLINE=1 (use the
 # images of compose/offline-images.sh without trying a registry), DISCOVER_USER (uid:gid of rediscover in its
 # containers; default 0:0, root without capabilities, as the Docker group's id may differ between hosts),
 # REDIS_PASSWORD (none: see README, Security), TLS=1 (the nodes speak TLS only), DISCOVER_TLS=1 (rediscover
@@ -144,20 +145,21 @@ redis_cli() {
   fi
 }
 
-# cli ARGS...: redis-cli towards the nodes, given up after 60 s: over TLS with TLS=1; with REDIS_PASSWORD,
-# authenticated through the environment.
+# cli ARGS...: redis-cli towards the nodes, given up after cli_seconds (60 s): over TLS with TLS=1; with
+# REDIS_PASSWORD, authenticated through the environment.
 cli() {
   if [ -n "${REDIS_PASSWORD:-}" ]; then
-    REDISCLI_AUTH=$REDIS_PASSWORD redis_cli 60 "${node_tls[@]}" "$@"
+    REDISCLI_AUTH=$REDIS_PASSWORD redis_cli "${cli_seconds:-60}" "${node_tls[@]}" "$@"
   else
-    redis_cli 60 "${node_tls[@]}" "$@"
+    redis_cli "${cli_seconds:-60}" "${node_tls[@]}" "$@"
   fi
 }
 
-# node_cli IP:PORT ARGS...: cli towards one node.
+# node_cli IP:PORT ARGS...: cli towards one node, given up after call_seconds.
 node_cli() {
-  local addr=$1
+  local addr=$1 cli_seconds
   shift
+  cli_seconds=$(call_seconds "$@")
   cli -h "${addr%:*}" -p "${addr##*:}" "$@"
 }
 
