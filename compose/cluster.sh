@@ -164,13 +164,6 @@ nodes() { containers redis "$@"; }
 # How many Redis containers the project has, running or not: the number `--scale redis=N` starts from.
 count_nodes() { nodes -a | grep -c . || true; }
 
-# Refuses to go below the number of nodes: compose would remove nodes that may serve slots.
-refuse_shrink() {
-  local now
-  now=$(count_nodes)
-  [ "$1" -ge "$now" ] || die "$now nodes exist and shrinking is not supported by up: '$0 scale $1' moves the slots away and removes nodes"
-}
-
 # node_cli ID ARGS...: redis-cli inside a node, given up after call_seconds; with REDIS_PASSWORD, authenticated
 # (the password goes through the environment, not the command line); over TLS when the node speaks it (its
 # common.sh holds the options).
@@ -256,7 +249,7 @@ cmd=${1:-}
 case $cmd in
   up)
     size_arg "${2:-}"
-    refuse_shrink "$2"
+    refuse_shrink "$2" "$(count_nodes)"
     began=$SECONDS
     choose_images fresh
     choose_user

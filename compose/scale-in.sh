@@ -6,6 +6,11 @@
 # The fewest nodes that keep a replica for each of 3 masters.
 min_kept=6
 
+# refuse_shrink N NOW: `up` never removes a node: it refuses N fewer than the NOW nodes there are.
+refuse_shrink() {
+  [ "$1" -ge "$2" ] || die "$2 nodes exist and shrinking is not supported by up: '$0 scale $1' moves the slots away and removes nodes"
+}
+
 # refuse_small N NOW FORCE: refuses to shrink from NOW nodes to N, fewer than min_kept, unless FORCE is 1.
 refuse_small() {
   if [ "$1" -lt "$2" ] && [ "$1" -lt "$min_kept" ] && [ "$3" != 1 ]; then

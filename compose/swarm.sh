@@ -181,14 +181,11 @@ running_slots() {
     | awk -F . '{ print $NF }' | sort -n
 }
 
+# still_wanted SLOTS: those of SLOTS (one a line) whose tasks the swarm still wants running.
+still_wanted() { running_slots | grep -Fx -f <(echo "$1") || true; }
+
 # How many Redis nodes the stack asks for.
 replicas() { docker service inspect -f '{{.Spec.Mode.Replicated.Replicas}}' "${stack}_redis" 2>/dev/null || echo 0; }
-
-refuse_shrink() {
-  local now
-  now=$(replicas)
-  [ "$1" -ge "$now" ] || die "$now nodes exist and shrinking is not supported by up: '$0 scale $1' moves the slots away and removes nodes"
-}
 
 # Shrinks to N nodes: the tasks of the highest slots leave. A smaller replicated service loses the tasks Docker
 # picks (on the nodes with the most, then any) unless some are no longer running: so the leaving nodes first
@@ -199,7 +196,7 @@ refuse_shrink() {
 # meanwhile (it would place a drained master again, or move slots onto it); it gets one back at the end, also
 # when this is cut short, and so it does from any later swarm.sh up or scale.
 scale_in() {
-  local n=$1 all running keep leave addr w gone v engine
+  local n=$1 all running keep leave leave_slots addr w gone v engine
   # Every task the swarm wants running must be a listed node. A slot whose node already ended (a scale in cut
   # short after its SHUTDOWN) is no such task: it goes with the others at the end.
   all=$(by_slot)
@@ -208,6 +205,7 @@ scale_in() {
     || die "rediscover lists $(grep -c . <<<"$all") nodes, the swarm wants $(grep -c . <<<"$running") running: scale in once every node runs (see '$0 status' and 'docker service ps ${stack}_redis')"
   keep=$(head -n "$n" <<<"$all")
   leave=$(tail -n +"$((n + 1))" <<<"$all")
+  leave_slots=$(awk '{ print $1 }' <<<"$leave")
   trap 'docker service scale --detach "${stack}_manager=1" >/dev/null 2>&1 || true' EXIT
   docker service scale "${stack}_manager=0" >/dev/null || die "cannot stop the manager: see 'docker service ps ${stack}_manager'"
   take_out "$(awk '{ print $2 }' <<<"$keep")" "$(awk '{ print $2 }' <<<"$leave")"
@@ -217,13 +215,13 @@ scale_in() {
   done
   # Each leaving task completes once its server has shut down.
   w=0
-  until [ -z "$(running_slots | grep -Fx -f <(awk '{ print $1 }' <<<"$leave") || true)" ]; do
+  until [ -z "$(still_wanted "$leave_slots")" ]; do
     w=$((w + 1))
-    [ "$w" -lt 120 ] || die "the tasks of slots $(awk '{ printf "%s ", $1 }' <<<"$leave")still run 60 s after SHUTDOWN: see 'docker service ps ${stack}_redis'"
+    [ "$w" -lt 120 ] || die "the tasks of slots $(tr '\n' ' ' <<<"$leave_slots")still run 60 s after SHUTDOWN: see 'docker service ps ${stack}_redis'"
     sleep 0.5
   done
   docker service scale --detach "${stack}_redis=$n" >/dev/null || die "docker service scale failed: see its message above"
-  gone=$(running_slots | grep -Fx -f <(awk '{ print $1 }' <<<"$leave") | tr '\n' ' ' || true)
+  gone=$(still_wanted "$leave_slots" | tr '\n' ' ')
   [ -z "$gone" ] || die "Docker started slot(s) $gone again before the service got smaller: their nodes join as new ones; '$0 scale $n' tries again"
   # The volumes of every slot the service no longer has go too, on every engine this script reaches, once
   # their containers are gone.
@@ -385,7 +383,7 @@ case $cmd in
   up)
     size_arg "${2:-}"
     ensure_swarm
-    refuse_shrink "$2"
+    refuse_shrink "$2" "$(replicas)"
     began=$SECONDS
     inherit_tls
     choose_tls make
