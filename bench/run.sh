@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: Debian's redis-server and rediscover, started here, measured by redis-benchmark in one
-# run. Prints requests per second, p50 and p99 and the server's CPU time per million requests for PING (inline
-# and multibulk), a warm DISCOVER of a real container and redis-server's GET of a value of the same length; then
-# system calls per request, memory per idle connection (fresh, and after a 60 KB request), start-up and
-# cold-lookup figures.
+# run. Prints requests per second, p50 and p99, the server's CPU time per million requests (and its system part)
+# and how often it went to sleep waiting for input, for PING (inline and multibulk), a warm DISCOVER of a real
+# container and redis-server's GET of a value of the same length, each the median of three rounds; then system
+# calls per request, memory per idle connection (fresh, and after a 60 KB request), start-up and cold-lookup
+# figures.
 #
-#   bench/run.sh            full run (about 3 minutes)
+#   bench/run.sh            full run (about 5 minutes)
 #   bench/run.sh --quick    fewer requests, for a smoke test
 #   BENCH_BIN=path bench/run.sh    measure that rediscover binary instead of building this tree
 set -euo pipefail
@@ -13,9 +14,11 @@ cd "$(dirname "$0")/.."
 
 requests=400000
 idle_conns=10000
+rounds=3
 if [ "${1:-}" = "--quick" ]; then
   requests=20000
   idle_conns=1000
+  rounds=1
 fi
 redis_port=${BENCH_REDIS_PORT:-17380}
 rediscover_port=${BENCH_REDISCOVER_PORT:-17381}
@@ -98,34 +101,60 @@ hits_before=$(info_field table_hits)
 misses_before=$(info_field table_misses)
 
 printf 'container %s answers %s\n\n' "$container" "$answer"
-printf '%-18s %-10s %10s %10s %6s %8s %8s %8s %8s %8s %8s %6s\n' test load "redis rps" rediscover ratio \
-  "r p50" p50 "r p99" p99 "r cpu" cpu ratio
-echo "(cpu: the server process's CPU time, user + system, in ms per million requests)"
+printf '%-18s %-10s %10s %10s %6s %8s %8s %8s %8s %7s %7s %6s %7s %7s %7s %7s\n' test load "redis rps" rediscover \
+  ratio "r p50" p50 "r p99" p99 "r cpu" cpu ratio "r sys" sys "r waits" waits
+echo "(each figure the median of $rounds round(s), the two servers in turn; cpu: the server's CPU time in ms per million"
+echo " requests, from the scheduler's count in /proc/PID/task/*/schedstat; sys: its system part, from /proc/PID/stat;"
+echo " waits: the times it slept for want of input per 1,000 requests, its voluntary context switches)"
 
-# CPU time (user + system) of a process so far, in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU time of a process so far, all its threads: nanoseconds on CPU, system clock ticks, voluntary context
+# switches.
+cpu_now() {
+  cat /proc/"$1"/task/*/schedstat | awk '{ ns += $1 } END { printf "%.0f ", ns }'
+  awk '{ printf "%s ", $15 }' "/proc/$1/stat"
+  cat /proc/"$1"/task/*/status | awk '$1 == "voluntary_ctxt_switches:" { n += $2 } END { print n }'
+}
 hz=$(getconf CLK_TCK)
 
-# One redis-benchmark run against the server with this pid: prints "rps p50 p99 cpu-ms-per-million".
+# One redis-benchmark run against the server with this pid: prints "rps p50 p99 cpu sys waits", CPU in ms per
+# million requests, waits per thousand.
 measure() {
-  local pid=$1 port=$2 clients=$3 pipeline=$4 n=$5 before after
+  local pid=$1 port=$2 clients=$3 pipeline=$4 n=$5 ns0 sys0 waits0 ns1 sys1 waits1
   shift 5
-  before=$(cpu_ticks "$pid")
+  read -r ns0 sys0 waits0 < <(cpu_now "$pid")
   read -r rps p50 p99 < <(redis-benchmark -p "$port" -c "$clients" -P "$pipeline" -n "$n" --csv "$@" 2>/dev/null \
     | awk -F, 'NR == 2 { gsub(/"/, ""); print $2, $5, $7 }')
-  after=$(cpu_ticks "$pid")
-  echo "$rps $p50 $p99 $(awk -v t=$((after - before)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.0f", t * 1000 / hz * 1e6 / n }')"
+  read -r ns1 sys1 waits1 < <(cpu_now "$pid")
+  awk -v r="$rps $p50 $p99" -v ns=$((ns1 - ns0)) -v t=$((sys1 - sys0)) -v w=$((waits1 - waits0)) -v hz="$hz" \
+    -v n="$n" 'BEGIN { printf "%s %.0f %.0f %.2f\n", r, ns / n, t * 1000 / hz * 1e6 / n, w * 1000 / n }'
+}
+
+# The median of each column over the rounds, one line of numbers per round on stdin.
+medians() {
+  python3 -c '
+import statistics, sys
+rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
+print(" ".join(f"{statistics.median(c):.2f}".rstrip("0").rstrip(".") for c in zip(*rows)))'
 }
 
 row() {
-  local name=$1 clients=$2 pipeline=$3 redis_args=$4 ours_args=$5 n=$requests
-  [ "$clients" -gt 1 ] || n=$((requests / 10))
-  read -r r_rps r_p50 r_p99 r_cpu < <(eval measure "$redis_pid" "$redis_port" "$clients" "$pipeline" "$n" "$redis_args")
-  read -r o_rps o_p50 o_p99 o_cpu < <(eval measure "$rediscover_pid" "$rediscover_port" "$clients" "$pipeline" "$n" \
-    "$ours_args")
-  printf '%-18s %-10s %10s %10s %6s %8s %8s %8s %8s %8s %8s %6s\n' "$name" "-c$clients -P$pipeline" "$r_rps" "$o_rps" \
-    "$(awk -v a="$o_rps" -v b="$r_rps" 'BEGIN { printf "%.2f", a / b }')" "$r_p50" "$o_p50" "$r_p99" "$o_p99" \
-    "$r_cpu" "$o_cpu" "$(awk -v a="$o_cpu" -v b="$r_cpu" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+  local name=$1 clients=$2 pipeline=$3 redis_args=$4 ours_args=$5 n=$requests round runs r o
+  # A pipelined run is short: more requests keep the CPU figure clear of the clock's tick.
+  [ "$pipeline" -eq 1 ] || n=$((requests * 4))
+  [ "$clients" -gt 1 ] || n=$((requests / 4))
+  runs=$(for round in $(seq "$rounds"); do
+    echo "r $(eval measure "$redis_pid" "$redis_port" "$clients" "$pipeline" "$n" "$redis_args")"
+    echo "o $(eval measure "$rediscover_pid" "$rediscover_port" "$clients" "$pipeline" "$n" "$ours_args")"
+  done)
+  r=$(sed -n 's/^r //p' <<< "$runs" | medians)
+  o=$(sed -n 's/^o //p' <<< "$runs" | medians)
+  read -r r_rps r_p50 r_p99 r_cpu r_sys r_waits <<< "$r"
+  read -r o_rps o_p50 o_p99 o_cpu o_sys o_waits <<< "$o"
+  printf '%-18s %-10s %10.0f %10.0f %6s %8s %8s %8s %8s %7s %7s %6s %7s %7s %7s %7s\n' "$name" "-c$clients -P$pipeline" \
+    "$r_rps" \
+    "$o_rps" "$(awk -v a="$o_rps" -v b="$r_rps" 'BEGIN { printf "%.2f", a / b }')" "$r_p50" "$o_p50" "$r_p99" "$o_p99" \
+    "$r_cpu" "$o_cpu" "$(awk -v a="$o_cpu" -v b="$r_cpu" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" \
+    "$r_sys" "$o_sys" "$r_waits" "$o_waits"
 }
 
 for load in "50 1" "50 16" "1 1"; do
