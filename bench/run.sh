@@ -22,7 +22,7 @@ if [ "${1:-}" = "--quick" ]; then
 fi
 redis_port=${BENCH_REDIS_PORT:-17380}
 rediscover_port=${BENCH_REDISCOVER_PORT:-17381}
-image=rediscover-test/busybox:latest
+image=rediscover-bench/busybox:latest
 socket=/var/run/docker.sock
 
 for tool in redis-server redis-benchmark redis-cli curl python3 docker strace; do

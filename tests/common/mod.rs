@@ -372,9 +372,16 @@ pub fn run_ok(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Builds the test image from Debian's busybox-static when it is not there yet.
+/// The label that marks an image under [`TEST_IMAGE`] as built by [`ensure_test_image`], and by which recipe.
+const TEST_IMAGE_RECIPE: (&str, &str) = ("io.rediscover.test-image", "1");
+
+/// Builds the test image from Debian's busybox-static unless this recipe built the one there: an image of that
+/// name from anything else (an older recipe, a hand-made one without `sh`) is replaced.
 pub fn ensure_test_image() {
-    if run("docker", &["image", "inspect", TEST_IMAGE]).status.success() {
+    let (key, recipe) = TEST_IMAGE_RECIPE;
+    let format = format!("{{{{index .Config.Labels \"{key}\"}}}}");
+    let there = run("docker", &["image", "inspect", "-f", &format, TEST_IMAGE]);
+    if there.status.success() && String::from_utf8_lossy(&there.stdout).trim() == recipe {
         return;
     }
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
@@ -386,7 +393,8 @@ pub fn ensure_test_image() {
     std::fs::copy(busybox, format!("{dir}/bin/busybox")).expect("copy busybox");
     let script = format!(
         "cd {dir}/bin && for a in sh sleep true; do ln -sf busybox $a; done && \
-         tar -C {dir} -c . | docker import --change 'CMD [\"/bin/sh\"]' - {TEST_IMAGE} >/dev/null"
+         tar -C {dir} -c . | docker import --change 'CMD [\"/bin/sh\"]' --change 'LABEL {key}={recipe}' - {TEST_IMAGE} \
+         >/dev/null"
     );
     run_ok("sh", &["-c", &script]);
     let _ = std::fs::remove_dir_all(&dir);
