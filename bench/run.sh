@@ -6,7 +6,7 @@
 # calls per request, memory per idle connection (fresh, and after a 60 KB request), start-up and cold-lookup
 # figures.
 #
-#   bench/run.sh            full run (about 5 minutes)
+#   bench/run.sh            full run (about 6 minutes)
 #   bench/run.sh --quick    fewer requests, for a smoke test
 #   BENCH_BIN=path bench/run.sh    measure that rediscover binary instead of building this tree
 set -euo pipefail
@@ -151,8 +151,7 @@ row() {
   read -r r_rps r_p50 r_p99 r_cpu r_sys r_waits <<< "$r"
   read -r o_rps o_p50 o_p99 o_cpu o_sys o_waits <<< "$o"
   printf '%-18s %-10s %10.0f %10.0f %6s %8s %8s %8s %8s %7s %7s %6s %7s %7s %7s %7s\n' "$name" "-c$clients -P$pipeline" \
-    "$r_rps" \
-    "$o_rps" "$(awk -v a="$o_rps" -v b="$r_rps" 'BEGIN { printf "%.2f", a / b }')" "$r_p50" "$o_p50" "$r_p99" "$o_p99" \
+    "$r_rps" "$o_rps" "$(awk -v a="$o_rps" -v b="$r_rps" 'BEGIN { printf "%.2f", a / b }')" "$r_p50" "$o_p50" "$r_p99" "$o_p99" \
     "$r_cpu" "$o_cpu" "$(awk -v a="$o_cpu" -v b="$r_cpu" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" \
     "$r_sys" "$o_sys" "$r_waits" "$o_waits"
 }

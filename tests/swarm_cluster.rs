@@ -379,9 +379,8 @@ fn on_an_engine_in_no_swarm_up_makes_a_single_node_swarm_and_down_leaves_it() {
     println!("swarm: docker stop of a node: {:.1?}", stopping.elapsed());
     let code = run_ok("docker", &["inspect", "-f", "{{.State.ExitCode}}", &container]);
     if code != "143" {
-        let log = run("docker", &["logs", "--tail", "20", &container]);
-        let (out, err) = (String::from_utf8_lossy(&log.stdout), String::from_utf8_lossy(&log.stderr));
-        panic!("a node stopped by SIGTERM exits 143, this one {code}; its log ends:\n{out}{err}");
+        let log = common::container_log(&container, 20);
+        panic!("a node stopped by SIGTERM exits 143, this one {code}; its log ends:\n{log}");
     }
     engines::wait_for("the stopped node's slot running again, the cluster whole", SETTLE, || {
         let members = stack.members();

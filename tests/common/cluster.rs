@@ -134,13 +134,7 @@ impl Project {
 
     /// The last lines a service's first container logged.
     pub fn log(&self, service: &str) -> String {
-        self.containers(service, true)
-            .first()
-            .map(|id| {
-                let out = run("docker", &["logs", "--tail", "150", id]);
-                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-            })
-            .unwrap_or_default()
+        self.containers(service, true).first().map(|id| super::container_log(id, 150)).unwrap_or_default()
     }
 
     /// Container ids of a service, running ones only unless `all`.

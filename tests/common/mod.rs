@@ -372,6 +372,12 @@ pub fn run_ok(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The last `lines` lines a container logged, its standard output then its standard error.
+pub fn container_log(id: &str, lines: usize) -> String {
+    let out = run("docker", &["logs", "--tail", &lines.to_string(), id]);
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
 /// The label that marks an image under [`TEST_IMAGE`] as built by [`ensure_test_image`], and by which recipe.
 const TEST_IMAGE_RECIPE: (&str, &str) = ("io.rediscover.test-image", "1");
 
