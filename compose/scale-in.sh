@@ -34,11 +34,55 @@ read_force() {
   done
 }
 
+# is_replica_of NODE ID: NODE's own view has it a replica of the node ID.
+is_replica_of() {
+  node_cli "$1" cluster nodes | awk -v id="$2" '$3 ~ /myself/ && $3 ~ /slave/ && $4 == id { found = 1 } END { exit !found }'
+}
+
+# all_see_replica NODES ID MASTER: each of NODES (handles, one a line) knows the node ID as a replica of MASTER.
+all_see_replica() {
+  local node
+  for node in $1; do
+    node_cli "$node" cluster nodes \
+      | awk -v id="$2" -v m="$3" '$1 == id && $3 ~ /slave/ && $4 == m { found = 1 } END { exit !found }' || return 1
+  done
+}
+
+# hand_over HEIR ID ENTRY NODES: the replica HEIR takes the place of its master ID (CLUSTER FAILOVER), until
+# ENTRY sees ID as a replica. The failover is asked for once each of NODES (the cluster's nodes) knows HEIR as
+# ID's replica: until then ID ignores the request, and the masters refuse their votes to what they take for a
+# master. Redis drops a manual failover without a word after 5 s, so it is asked again, for up to
+# FAILOVER_SECONDS (120 s).
+hand_over() {
+  local heir=$1 id=$2 entry=$3 nodes=$4 heir_id until_s tries=0 said
+  until_s=$((SECONDS + ${FAILOVER_SECONDS:-120}))
+  heir_id=$(node_cli "$heir" cluster myid | tr -d '\r')
+  while :; do
+    if all_see_replica "$nodes" "$heir_id" "$id" \
+      && node_cli "$heir" info replication | tr -d '\r' | grep -qx 'master_link_status:up'; then
+      tries=$((tries + 1))
+      [ "$tries" = 1 ] || say "$id is still a master: CLUSTER FAILOVER again on $heir (try $tries)"
+      # -e: redis-cli exits 0 on an error reply without it.
+      said=$(node_cli "$heir" -e cluster failover 2>&1) || say "CLUSTER FAILOVER on $heir: $said"
+      # A failover that takes is over within a second; one that Redis dropped has given up after 5 s.
+      for _ in 1 2 3 4 5 6 7 8 9 10; do
+        is_replica_of "$heir" "$id" || break
+        sleep 1
+      done
+    elif node_cli "$entry" cluster nodes | awk -v id="$id" '$1 == id && $3 ~ /slave/ { found = 1 } END { exit !found }'; then
+      return 0
+    fi
+    [ "$SECONDS" -lt "$until_s" ] \
+      || die "$id is still a master ${FAILOVER_SECONDS:-120} s after its replica $heir was to take over ($tries CLUSTER FAILOVER): see '$0 status'"
+    sleep 1
+  done
+}
+
 # take_out KEEP LEAVE: the nodes LEAVE (handles, one a line) hand their slots and replicas to the nodes KEEP
 # and leave the cluster (redis-cli --cluster del-node); their servers still run, alone and serving nothing.
 take_out() {
   local keep=$1 leave=$2 n entry id nodes_now slots moved weights=() leaving=() staying_masters
-  local myself master to given= m has gets beside masters heir w at
+  local myself master to given= m has gets beside masters heir at
   n=$(grep -c . <<<"$keep")
   entry=$(head -n 1 <<<"$keep")
   # The entry node by the address it announces: redis-cli names the target of a slot move by the address it
@@ -64,20 +108,14 @@ take_out() {
     awk -v id="$id" '$1 == id && $3 ~ /master/ && NF > 8 { found = 1 } END { exit !found }' <<<"$nodes_now" || continue
     heir=
     for m in $keep; do
-      if node_cli "$m" cluster nodes | awk -v id="$id" '$3 ~ /myself/ && $3 ~ /slave/ && $4 == id { found = 1 } END { exit !found }'; then
+      if is_replica_of "$m" "$id"; then
         heir=$m
         break
       fi
     done
     [ -n "$heir" ] || continue
     say "$id leaves: its replica at $heir takes over (CLUSTER FAILOVER)"
-    node_cli "$heir" cluster failover >/dev/null || die "CLUSTER FAILOVER failed on $heir: see '$0 status'"
-    w=0
-    until node_cli "$entry" cluster nodes | awk -v id="$id" '$1 == id && $3 ~ /slave/ { found = 1 } END { exit !found }'; do
-      w=$((w + 1))
-      [ "$w" -lt 60 ] || die "$id is still a master 60 s after CLUSTER FAILOVER on its replica: see '$0 status'"
-      sleep 1
-    done
+    hand_over "$heir" "$id" "$entry" "$keep"$'\n'"$leave"
     masters=$((masters + 1))
   done
   nodes_now=$(node_cli "$entry" cluster nodes) || die "cannot read cluster nodes: see '$0 status'"
