@@ -430,7 +430,10 @@ case $cmd in
       say "this engine is in no swarm: stack $stack does not run here"
       exit 0
     fi
-    docker stack rm "$stack" >&2 || die "docker stack rm failed: see its message above"
+    # stack rm removes the networks right after the services, and fails on one that a task still ending uses:
+    # once the containers are gone, a second stack rm removes what is left.
+    again=0
+    docker stack rm "$stack" >&2 || again=1
     # Each node removes its containers on its own time; volumes and images go after them.
     for engine in $(engines); do
       w=0
@@ -444,6 +447,9 @@ case $cmd in
       done
       on "$engine" image rm "$redis_tag" "$discover_tag" >/dev/null 2>&1 || true
     done
+    if [ "$again" = 1 ]; then
+      docker stack rm "$stack" >&2 || die "docker stack rm failed twice: see its message above"
+    fi
     w=0
     while [ -n "$(docker network ls -q --filter "label=com.docker.stack.namespace=$stack")" ]; do
       w=$((w + 1))
