@@ -521,14 +521,16 @@ fn host_port_in(said: &str) -> Option<u16> {
     said.lines().next()?.rsplit(':').next()?.trim().parse().ok()
 }
 
-/// The announce string a container must get for `ip`, from `docker port`.
-pub fn docker_announce(id: &str, ip: &str) -> String {
-    format!("{ip}:{}@{}", docker_host_port(id, 6379), docker_host_port(id, 16379))
-}
-
 /// The announce string of a container for `ip` while Docker publishes both its ports.
 pub fn published_announce(id: &str, ip: &str) -> Option<String> {
     Some(format!("{ip}:{}@{}", published_port(id, 6379)?, published_port(id, 16379)?))
+}
+
+/// The announce string a container must get for `ip`, from `docker port`: it publishes both ports.
+pub fn docker_announce(id: &str, ip: &str) -> String {
+    published_announce(id, ip).unwrap_or_else(|| {
+        panic!("{id} does not publish both 6379 and 16379: {} / {}", docker_port(id, 6379), docker_port(id, 16379))
+    })
 }
 
 impl Drop for TestContainer {
