@@ -11,6 +11,7 @@
 # Environment: COMPOSE_PROJECT_NAME (rediscover), DISCOVER_PORT (7379), REDIS_IMAGE (redis:7),
 # RUST_IMAGE (rust:1-alpine), CLUSTER_NODE_TIMEOUT (5000 ms), WAIT_SECONDS (300), PULL_SECONDS (600),
 # CLUSTER_OP_SECONDS (600: how long one redis-cli --cluster operation of a scale in may move keys),
+# FAILOVER_SECONDS (120: how long a scale in waits for a leaving master's replica to take over),
 # OFFLINE=1 to use the images of compose/offline-images.sh without trying a registry, DISCOVER_USER (uid:gid
 # of rediscover in its container; default: nobody in the Docker socket's group), REDIS_PASSWORD (none: the
 # nodes accept every client; see README, Security), TLS=1 (the nodes speak TLS only), DISCOVER_TLS=1

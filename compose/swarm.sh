@@ -14,7 +14,8 @@
 # registry; a node left out must have the images already), SWARM_ADVERTISE_ADDR (for swarm init; default: the
 # address of the default route's interface), DISCOVER_PORT (7379), REDIS_IMAGE (redis:7), RUST_IMAGE
 # (rust:1-alpine), CLUSTER_NODE_TIMEOUT (5000 ms), WAIT_SECONDS (300), PULL_SECONDS (600), CLUSTER_OP_SECONDS
-# (600: how long one redis-cli --cluster operation of a scale in may move keys), OFFLINE=1 (use the
+# (600: how long one redis-cli --cluster operation of a scale in may move keys), FAILOVER_SECONDS (120: how
+# long a scale in waits for a leaving master's replica to take over), OFFLINE=1 (use the
 # images of compose/offline-images.sh without trying a registry), DISCOVER_USER (uid:gid of rediscover in its
 # containers; default 0:0, root without capabilities, as the Docker group's id may differ between hosts),
 # REDIS_PASSWORD (none: see README, Security), TLS=1 (the nodes speak TLS only), DISCOVER_TLS=1 (rediscover
