@@ -8,7 +8,7 @@
 #
 #   bench/run.sh            full run (about 6 minutes)
 #   bench/run.sh --quick    fewer requests, for a smoke test
-#   BENCH_BIN=path bench/run.sh    measure that rediscover binary instead of building this tree
+#   BENCH_BIN=path bench/run.sh    measure that rediscover binary instead of this tree's static musl build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,8 +34,18 @@ done
 docker info >/dev/null 2>&1 || { echo "bench: the Docker engine does not answer: start dockerd"; exit 1; }
 ulimit -n $((idle_conns + 1024)) 2>/dev/null || { echo "bench: raise the open-file limit (ulimit -n)"; exit 1; }
 
-bin=${BENCH_BIN:-target/release/rediscover}
-[ -n "${BENCH_BIN:-}" ] || cargo build --release -q
+# By default the binary the compose image ships: static, for musl (compose/discover/Dockerfile builds the same
+# on alpine), whose allocator differs from glibc's.
+musl_target=x86_64-unknown-linux-musl
+bin=${BENCH_BIN:-target/$musl_target/release/rediscover}
+if [ -z "${BENCH_BIN:-}" ]; then
+  { rustup target list --installed 2>/dev/null | grep -qx "$musl_target" && command -v musl-gcc >/dev/null; } || {
+    echo "bench: the $musl_target Rust target or musl-gcc is missing: tests/setup.sh installs both"
+    exit 1
+  }
+  CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc} \
+    cargo build --release -q --locked --target "$musl_target"
+fi
 # Requests counted under strace for the system-call figures.
 traced_requests=$((requests / 10))
 big_request=$((60 * 1024))
@@ -100,7 +110,7 @@ info_field() { redis-cli -p "$rediscover_port" INFO docker | tr -d '\r' | awk -F
 hits_before=$(info_field table_hits)
 misses_before=$(info_field table_misses)
 
-printf 'container %s answers %s\n\n' "$container" "$answer"
+printf 'rediscover: %s\ncontainer %s answers %s\n\n' "$bin" "$container" "$answer"
 printf '%-18s %-10s %10s %10s %6s %8s %8s %8s %8s %7s %7s %6s %7s %7s %7s %7s\n' test load "redis rps" rediscover \
   ratio "r p50" p50 "r p99" p99 "r cpu" cpu ratio "r sys" sys "r waits" waits
 echo "(each figure the median of $rounds round(s), the two servers in turn; cpu: the server's CPU time in ms per million"
