@@ -49,7 +49,7 @@ all_see_replica() {
 }
 
 # hand_over HEIR ID ENTRY NODES: the replica HEIR takes the place of its master ID (CLUSTER FAILOVER), until
-# ENTRY sees ID as a replica. The failover is asked for once each of NODES (the cluster's nodes) knows HEIR as
+# ENTRY sees ID as its replica. The failover is asked for once each of NODES (the cluster's nodes) knows HEIR as
 # ID's replica: until then ID ignores the request, and the masters refuse their votes to what they take for a
 # master. Redis drops a manual failover without a word after 5 s, so it is asked again, for up to
 # FAILOVER_SECONDS (120 s).
@@ -69,7 +69,7 @@ hand_over() {
         is_replica_of "$heir" "$id" || break
         sleep 1
       done
-    elif node_cli "$entry" cluster nodes | awk -v id="$id" '$1 == id && $3 ~ /slave/ { found = 1 } END { exit !found }'; then
+    elif all_see_replica "$entry" "$id" "$heir_id"; then
       return 0
     fi
     [ "$SECONDS" -lt "$until_s" ] \
