@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,7 +12,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::command::{Command, Outcome, Session, Shared, Wait};
 use crate::protocol::{Reply, RequestDecoder};
@@ -40,14 +42,11 @@ enum Close {
 
 /// A client's stream, and how a connection waits on it for the next request.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
-    /// Waits for input and reads it into `input`. This default waits in a read with a small buffer, which a quiet
+    /// Polls for input and reads it into `input`. This default waits in a read with a small buffer, which a quiet
     /// client holds while it is quiet.
-    fn read_when_ready<'a>(
-        &'a mut self,
-        input: &'a mut BytesMut,
-    ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
+    fn poll_read_when_ready(&mut self, cx: &mut Context<'_>, input: &mut BytesMut) -> Poll<io::Result<usize>> {
         input.reserve(READ_CHUNK_IDLE);
-        self.read_buf(input)
+        std::pin::pin!(self.read_buf(input)).poll(cx)
     }
 }
 
@@ -60,24 +59,21 @@ impl ClientStream for tokio::io::DuplexStream {}
 /// A socket is waited on with no buffer at all; once it is readable, a whole chunk is read, so a pipelined batch
 /// arrives in one call, as Redis reads it.
 impl ClientStream for TcpStream {
-    async fn read_when_ready(&mut self, input: &mut BytesMut) -> io::Result<usize> {
-        std::future::poll_fn(|cx| {
-            // poll_read_ready, not readable(): it keeps the socket's single reader waker, where readable() joins a
-            // locked waiter list on every wait.
-            std::task::ready!(self.poll_read_ready(cx))?;
-            if input.capacity() == 0 {
-                *input = SPARE_INPUT.take().unwrap_or_default();
-            }
-            input.reserve(READ_CHUNK);
-            // A read, not a try_read: a short read tells the socket it is drained, so the next wait costs no call.
-            let read = std::pin::pin!(self.read_buf(&mut *input)).poll(cx);
-            // Readiness can be stale (a new socket's is): the buffer is not kept while the wait goes on.
-            if read.is_pending() && input.is_empty() {
-                give_back(&SPARE_INPUT, input);
-            }
-            read
-        })
-        .await
+    fn poll_read_when_ready(&mut self, cx: &mut Context<'_>, input: &mut BytesMut) -> Poll<io::Result<usize>> {
+        // poll_read_ready, not readable(): it keeps the socket's single reader waker, where readable() joins a
+        // locked waiter list on every wait.
+        std::task::ready!(self.poll_read_ready(cx))?;
+        if input.capacity() == 0 {
+            *input = SPARE_INPUT.take().unwrap_or_default();
+        }
+        input.reserve(READ_CHUNK);
+        // A read, not a try_read: a short read tells the socket it is drained, so the next wait costs no call.
+        let read = std::pin::pin!(self.read_buf(&mut *input)).poll(cx);
+        // Readiness can be stale (a new socket's is): the buffer is not kept while the wait goes on.
+        if read.is_pending() && input.is_empty() {
+            give_back(&SPARE_INPUT, input);
+        }
+        read
     }
 }
 
@@ -101,7 +97,7 @@ fn give_back(spare: &'static std::thread::LocalKey<std::cell::Cell<Option<BytesM
 
 /// Serves one client until it leaves, misbehaves, or the server shuts down.
 pub fn serve<S>(
-    mut stream: S,
+    stream: S,
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
     shutdown: CancellationToken,
@@ -109,169 +105,256 @@ pub fn serve<S>(
 where
     S: ClientStream,
 {
-    // A block, not an async fn: an async fn's task keeps its arguments twice, as given and as its own locals.
-    let mut session = Session::new(&shared, peer);
+    // Built here, and the loop written in the task's own block: what a task is given it keeps for its whole life,
+    // and each async fn between it and the wait would keep its own copies of what it is given. So the task holds
+    // the connection's state once, in one struct, and besides it only the wait of the moment.
+    let session = Session::new(&shared, peer);
+    let mut decoder = RequestDecoder::new(shared.config.limits);
+    decoder.set_unauthenticated(!session.authenticated);
+    let mut conn = Connection {
+        stream,
+        shared,
+        session,
+        decoder,
+        input: BytesMut::new(),
+        output: BytesMut::new(),
+        since: Instant::now(),
+        timing_request: false,
+        drained: true,
+        registered: false,
+    };
     async move {
-        shared.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(id = session.id, "connection opened");
-        let reason = drive(&mut stream, &shared, &mut session, &shutdown).await;
-        let _ = stream.shutdown().await;
-        shared.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
-        tracing::debug!(id = session.id, reason = ?reason, "connection closed");
-    }
-}
-
-/// A block, as [`serve`], so its task keeps one copy of its arguments.
-#[allow(clippy::manual_async_fn, reason = "an async fn's task keeps its arguments twice")]
-fn drive<'a, S>(
-    stream: &'a mut S,
-    shared: &'a Shared,
-    session: &'a mut Session,
-    shutdown: &'a CancellationToken,
-) -> impl Future<Output = Close> + Send + 'a
-where
-    S: ClientStream,
-{
-    async move {
-        let config = &shared.config;
-        let mut decoder = RequestDecoder::new(config.limits);
-        decoder.set_unauthenticated(!session.authenticated);
-        let mut input = BytesMut::new();
-        let mut output = BytesMut::new();
-        // When the request now being read began to arrive.
-        let mut request_started: Option<tokio::time::Instant> = None;
-        let mut last_activity = tokio::time::Instant::now();
-        // Whether the last read left the socket empty: then there is nothing to take without waiting.
-        let mut drained = true;
+        conn.shared.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(id = conn.session.id, "connection opened");
         // Made once and polled once: its first poll registers this task's waker with the token, which wakes the
         // task when it is cancelled; later waits only read the token's flag (a poll takes the token's lock).
         let mut cancelled = std::pin::pin!(shutdown.cancelled());
-        let mut registered = false;
-        loop {
-            if !input.is_empty() {
-                if output.capacity() == 0 {
-                    output = SPARE_OUTPUT.take().unwrap_or_default();
-                }
-                let mut ran = false;
-                loop {
-                    // Synchronous but for the rare request that waits, so a batch keeps no state of its own in the task.
-                    let step = std::future::poll_fn(|cx| {
-                        run_ready(cx, shared, session, &mut decoder, &mut input, &mut output, &mut ran)
-                    });
-                    // The match only sorts; what waits is awaited after it, so the step itself is not kept while it
-                    // waits.
-                    {
-                        let (waiting, closing) = match step.await {
-                            Ran::Done => break,
-                            Ran::Full => (None, None),
-                            // Boxed, and only while it waits: the wait may hold a Docker call's state, kilobytes that an
-                            // idle connection's task should not keep room for.
-                            Ran::Wait(wait, command) => {
-                                (Some((Box::pin(wait_for(wait, shared, shutdown, stream, &mut input)), command)), None)
-                            }
-                            Ran::Close(close) => (None, Some(close)),
-                        };
-                        if let Some(close) = closing {
-                            drop(waiting);
-                            let _ = write_out(stream, &mut output, shared).await;
-                            return close;
-                        }
-                        if let Some((waiting, command)) = waiting {
-                            let reply = match waiting.await {
-                                Ok(reply) => reply,
-                                Err(close) => return close,
-                            };
-                            shared.stats.record(command, reply.is_error());
-                            reply.encode(session.protocol, &mut output);
-                        }
-                    }
-                    if output.len() >= config.max_output_bytes {
-                        if let Err(close) = write_out(stream, &mut output, shared).await {
-                            return close;
-                        }
-                    }
-                }
-                if let Err(close) = write_out(stream, &mut output, shared).await {
-                    return close;
-                }
-                if ran {
-                    request_started = None;
+        let reason = loop {
+            if !conn.input.is_empty() {
+                if let Err(close) = conn.run_batch(&shutdown).await {
+                    break close;
                 }
             }
-            let mid_request = !input.is_empty() || decoder.is_mid_request();
-            if mid_request {
-                request_started.get_or_insert_with(tokio::time::Instant::now);
-            } else {
-                // Blank lines and empty arrays end without a request.
-                request_started = None;
-            }
-            // Take what has already arrived without waiting; only when nothing has is the connection about to wait.
-            // After a short read the socket is known to be empty, and the probe is skipped. Unconstrained: this probe
-            // must not mistake a spent cooperative budget for an idle client.
-            let probe = if drained {
-                None
-            } else {
-                input.reserve(READ_CHUNK);
-                tokio::task::unconstrained(stream.read_buf(&mut input)).now_or_never()
-            };
-            let read = match probe {
-                Some(read) => read,
-                None => {
-                    if !mid_request {
-                        // Idle: give the buffers back, so what an idle connection holds does not depend on what it
-                        // sent before (Redis too frees the query buffer of an idle client).
-                        give_back(&SPARE_INPUT, &mut input);
-                        give_back(&SPARE_OUTPUT, &mut output);
-                    }
-                    // A deadline beyond what the clock can hold is no deadline.
-                    let deadline = match request_started {
-                        Some(started) => started.checked_add(config.request_timeout),
-                        None => config.idle_timeout.and_then(|t| last_activity.checked_add(t)),
-                    };
-                    // Biased, the socket first: a client that keeps sending is served without polling the rest.
-                    tokio::select! {
-                        biased;
-                        read = stream.read_when_ready(&mut input) => read,
-                        _ = std::future::poll_fn(|cx| {
-                            if shutdown.is_cancelled() {
-                                Poll::Ready(())
-                            } else if registered {
-                                Poll::Pending
-                            } else {
-                                registered = true;
-                                cancelled.as_mut().poll(cx)
-                            }
-                        }) => return Close::Shutdown,
-                        _ = sleep_until(deadline) => {
-                            shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
-                            if mid_request {
-                                let ms = config.request_timeout.as_millis();
-                                let error = Reply::error(format!("ERR request not completed within {ms} ms"));
-                                error.encode(session.protocol, &mut output);
-                                let _ = write_out(stream, &mut output, shared).await;
-                                return Close::SlowRequest;
-                            }
-                            return Close::Idle;
-                        }
-                    }
+            let mid_request = conn.start_clock();
+            match conn.next_input(&shutdown, cancelled.as_mut(), mid_request).await {
+                Woke::Read(Ok(0)) => break Close::Eof,
+                // A read that did not fill the buffer took everything the socket held.
+                Woke::Read(Ok(_)) => conn.drained = conn.input.len() < conn.input.capacity(),
+                Woke::Read(Err(e)) => break Close::Io(e),
+                Woke::Shutdown => break Close::Shutdown,
+                Woke::Timeout if mid_request => {
+                    conn.shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
+                    conn.encode_timeout_error();
+                    let _ = conn.write_out().await;
+                    break Close::SlowRequest;
                 }
-            };
-            match read {
-                Ok(0) => return Close::Eof,
-                Ok(_) => {
-                    // A read that did not fill the buffer took everything the socket held.
-                    drained = input.len() < input.capacity();
-                    // The clock is read only when a deadline needs it.
-                    if config.idle_timeout.is_some() {
-                        last_activity = tokio::time::Instant::now();
-                    }
+                Woke::Timeout => {
+                    conn.shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
+                    break Close::Idle;
                 }
-                Err(e) => return Close::Io(e),
             }
-        }
+        };
+        let _ = conn.stream.shutdown().await;
+        conn.shared.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(id = conn.session.id, reason = ?reason, "connection closed");
     }
 }
 
+/// One client's state, from its first request to its last.
+struct Connection<S> {
+    stream: S,
+    shared: Arc<Shared>,
+    session: Session,
+    decoder: RequestDecoder,
+    /// What was read and not yet run; empty, and with no buffer, while the client is quiet.
+    input: BytesMut,
+    /// The replies not yet written; as `input`, no buffer while the client is quiet.
+    output: BytesMut,
+    /// When the request now being read began to arrive; between requests, when the client was last heard from
+    /// (kept only when there is an idle timeout).
+    since: Instant,
+    /// Whether `since` is when a request began to arrive.
+    timing_request: bool,
+    /// Whether the last read left the socket empty: then there is nothing to take without waiting.
+    drained: bool,
+    /// Whether this task's waker is registered with the shutdown token.
+    registered: bool,
+}
+
+/// What ended a wait for input.
+enum Woke {
+    Read(io::Result<usize>),
+    Shutdown,
+    Timeout,
+}
+
+impl<S: ClientStream> Connection<S> {
+    /// Runs the requests read so far and writes their replies.
+    async fn run_batch(&mut self, shutdown: &CancellationToken) -> Result<(), Close> {
+        if self.output.capacity() == 0 {
+            self.output = SPARE_OUTPUT.take().unwrap_or_default();
+        }
+        let mut ran = false;
+        loop {
+            // Synchronous but for the rare request that waits, so a batch keeps no state of its own in the task.
+            let this = &mut *self;
+            let ran = &mut ran;
+            let step = std::future::poll_fn(move |cx| {
+                let Connection { shared, session, decoder, input, output, .. } = this;
+                run_ready(cx, shared, session, decoder, input, output, ran)
+            });
+            // The match only sorts; the rare step that waits is boxed with all it holds, so the task keeps no room
+            // for it.
+            match step.await {
+                Ran::Done => break,
+                Ran::Full => {}
+                step => Box::pin(self.settle(step, shutdown)).await?,
+            }
+            if self.output.len() >= self.shared.config.max_output_bytes {
+                self.write_out().await?;
+            }
+        }
+        self.write_out().await?;
+        if ran {
+            self.timing_request = false;
+        }
+        Ok(())
+    }
+
+    /// Finishes a step that must wait: a command's reply, or the connection's end once the replies are written.
+    async fn settle(&mut self, step: Ran, shutdown: &CancellationToken) -> Result<(), Close> {
+        match step {
+            Ran::Wait(wait, command) => {
+                let Connection { stream, shared, input, .. } = self;
+                let reply = wait_for(wait, shared, shutdown, stream, input).await?;
+                self.shared.stats.record(command, reply.is_error());
+                reply.encode(self.session.protocol, &mut self.output);
+                Ok(())
+            }
+            Ran::Close(close) => {
+                let _ = self.write_out().await;
+                Err(close)
+            }
+            Ran::Done | Ran::Full => Ok(()),
+        }
+    }
+
+    /// Starts or stops the clock of a request's or an idle client's deadline; returns whether a request has begun
+    /// to arrive.
+    fn start_clock(&mut self) -> bool {
+        let mid_request = !self.input.is_empty() || self.decoder.is_mid_request();
+        if mid_request {
+            if !self.timing_request {
+                self.timing_request = true;
+                self.since = Instant::now();
+            }
+        } else {
+            // Blank lines and empty arrays end without a request.
+            self.timing_request = false;
+            // The clock is read only when a deadline needs it.
+            if self.shared.config.idle_timeout.is_some() {
+                self.since = Instant::now();
+            }
+        }
+        mid_request
+    }
+
+    /// Takes what has already arrived without waiting; only when nothing has does it wait, for input, the
+    /// shutdown, or the deadline of a request begun or of an idle client.
+    fn next_input<'a, 'b>(
+        &'a mut self,
+        shutdown: &'a CancellationToken,
+        mut cancelled: Pin<&'a mut WaitForCancellationFuture<'b>>,
+        mid_request: bool,
+    ) -> impl Future<Output = Woke> + use<'a, 'b, S> {
+        let this = self;
+        let mut started = false;
+        let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        std::future::poll_fn(move |cx| {
+            if !started {
+                started = true;
+                if let Some(read) = this.probe() {
+                    return Poll::Ready(Woke::Read(read));
+                }
+                if !mid_request {
+                    // Idle: give the buffers back, so what an idle connection holds does not depend on what it
+                    // sent before (Redis too frees the query buffer of an idle client).
+                    give_back(&SPARE_INPUT, &mut this.input);
+                    give_back(&SPARE_OUTPUT, &mut this.output);
+                }
+                // Boxed, and only when there is one: by default a quiet client has no deadline, and its task keeps
+                // no room for a timer.
+                deadline = this.deadline().map(|d| Box::pin(tokio::time::sleep_until(d)));
+            }
+            // The socket first: a client that keeps sending is served without polling the rest.
+            if let Poll::Ready(read) = this.stream.poll_read_when_ready(cx, &mut this.input) {
+                return Poll::Ready(Woke::Read(read));
+            }
+            if shutdown.is_cancelled() {
+                return Poll::Ready(Woke::Shutdown);
+            }
+            if !this.registered {
+                this.registered = true;
+                if cancelled.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Shutdown);
+                }
+            }
+            match deadline.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Woke::Timeout),
+                _ => Poll::Pending,
+            }
+        })
+    }
+
+    /// Reads what the socket already holds, unless the last read left it empty. Unconstrained: this probe must not
+    /// mistake a spent cooperative budget for an idle client.
+    fn probe(&mut self) -> Option<io::Result<usize>> {
+        if self.drained {
+            return None;
+        }
+        self.input.reserve(READ_CHUNK);
+        tokio::task::unconstrained(self.stream.read_buf(&mut self.input)).now_or_never()
+    }
+
+    /// When the wait for input ends: the request timeout once a request has begun, else the idle timeout if set.
+    /// A deadline beyond what the clock can hold is no deadline.
+    fn deadline(&self) -> Option<Instant> {
+        let config = &self.shared.config;
+        let limit = if self.timing_request { Some(config.request_timeout) } else { config.idle_timeout };
+        limit.and_then(|t| self.since.checked_add(t))
+    }
+
+    /// The reply to a request that took longer than the request timeout to arrive.
+    fn encode_timeout_error(&mut self) {
+        let ms = self.shared.config.request_timeout.as_millis();
+        let error = Reply::error(format!("ERR request not completed within {ms} ms"));
+        error.encode(self.session.protocol, &mut self.output);
+    }
+
+    /// Writes the pending replies; a client that leaves them unread past the request timeout is dropped.
+    async fn write_out(&mut self) -> Result<(), Close> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        // Most replies fit the socket's buffer at once: try once before arming the timer, which reads the clock.
+        // Unconstrained, as the read probe: a spent cooperative budget is not a slow reader.
+        let written = match tokio::task::unconstrained(self.stream.write(&self.output)).now_or_never() {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => return Err(Close::Io(e)),
+            None => 0,
+        };
+        if written < self.output.len() {
+            // Boxed: a slow reader is rare, and its timer should not widen every connection's task.
+            Box::pin(write_rest(&mut self.stream, &self.output[written..], &self.shared)).await?;
+        }
+        if self.output.capacity() > OUTPUT_KEEP_MAX {
+            self.output = BytesMut::new();
+        } else {
+            self.output.clear();
+        }
+        Ok(())
+    }
+}
 /// Where [`run_ready`] stopped.
 enum Ran {
     /// No complete request is left.
@@ -394,30 +477,6 @@ async fn watch_client<S: AsyncRead + Unpin>(stream: &mut S, input: &mut BytesMut
     std::future::pending().await
 }
 
-/// Writes the pending replies; a client that leaves them unread past the request timeout is dropped.
-async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, output: &mut BytesMut, shared: &Shared) -> Result<(), Close> {
-    if output.is_empty() {
-        return Ok(());
-    }
-    // Most replies fit the socket's buffer at once: try once before arming the timer, which reads the clock.
-    // Unconstrained, as the read probe: a spent cooperative budget is not a slow reader.
-    let written = match tokio::task::unconstrained(stream.write(output)).now_or_never() {
-        Some(Ok(n)) => n,
-        Some(Err(e)) => return Err(Close::Io(e)),
-        None => 0,
-    };
-    if written < output.len() {
-        // Boxed: a slow reader is rare, and its timer should not widen every connection's task.
-        Box::pin(write_rest(stream, &output[written..], shared)).await?;
-    }
-    if output.capacity() > OUTPUT_KEEP_MAX {
-        *output = BytesMut::new();
-    } else {
-        output.clear();
-    }
-    Ok(())
-}
-
 async fn write_rest<S: AsyncWrite + Unpin>(stream: &mut S, rest: &[u8], shared: &Shared) -> Result<(), Close> {
     match tokio::time::timeout(shared.config.request_timeout, stream.write_all(rest)).await {
         Ok(Ok(())) => Ok(()),
@@ -426,13 +485,5 @@ async fn write_rest<S: AsyncWrite + Unpin>(stream: &mut S, rest: &[u8], shared: 
             shared.stats.output_limit_disconnections.fetch_add(1, Ordering::Relaxed);
             Err(Close::SlowReader)
         }
-    }
-}
-
-/// Boxed when there is a deadline: by default a quiet client has none, and its task keeps no room for a timer.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => Box::pin(tokio::time::sleep_until(d)).await,
-        None => std::future::pending().await,
     }
 }

@@ -1,5 +1,6 @@
 //! The accept loop: the client limit, one task per connection, and graceful shutdown.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -67,19 +68,40 @@ pub async fn run(
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         let span = tracing::debug_span!("conn", peer = %peer);
-        // Two kinds of task: a plain connection's task holds no room for a TLS session it does not have. The
-        // permit is dropped by a map on the connection's future, not in a block awaiting it, which would keep that
-        // future twice.
-        let release = move |()| drop(permit);
+        // Two kinds of task: a plain connection's task holds no room for a TLS session it does not have.
         match shared.config.tls.clone() {
-            None => tasks.spawn(connection::serve(stream, shared, Some(peer), shutdown).map(release).instrument(span)),
-            Some(tls) => tasks.spawn(serve_tls(stream, tls, shared, peer, shutdown).map(release).instrument(span)),
-        };
+            None => spawn(&tasks, span, plain_task(stream, shared, peer, shutdown, permit)),
+            Some(tls) => {
+                spawn(&tasks, span, serve_tls(stream, tls, shared, peer, shutdown).map(move |()| drop(permit)))
+            }
+        }
     }
     tasks.close();
     tasks.wait().await;
     tracing::info!("rediscover stopped");
     Ok(())
+}
+
+/// A plain connection's task. The permit is dropped by a map on the connection's future, not in a block awaiting
+/// it, which would keep that future twice.
+fn plain_task(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send + 'static {
+    connection::serve(stream, shared, Some(peer), shutdown).map(move |()| drop(permit))
+}
+
+/// Spawns a connection's task, in its span when the span is logged: a span that is not (the default level logs
+/// no connection) would still widen every connection's task by its size.
+fn spawn<F: Future<Output = ()> + Send + 'static>(tasks: &TaskTracker, span: tracing::Span, task: F) {
+    if span.is_disabled() {
+        tasks.spawn(task);
+    } else {
+        tasks.spawn(task.instrument(span));
+    }
 }
 
 /// Runs the TLS handshake, then serves the client over it.
@@ -96,5 +118,40 @@ async fn serve_tls(stream: TcpStream, tls: Tls, shared: Arc<Shared>, peer: Socke
             shared.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("TLS handshake timed out");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::DockerClient;
+
+    /// Tokio allocates a task as one cell: a 32-byte header, 16 bytes of scheduler and id, the future and 8 bytes
+    /// of stage, a 48-byte trailer, rounded up to 128 bytes. Up to this size of future the cell takes 640 bytes,
+    /// which musl's allocator serves from its 800-byte class; past it, 768 bytes or more, served from 1,024.
+    const TASK_FUTURE_BUDGET: usize = 536;
+
+    #[tokio::test]
+    async fn a_plain_connections_task_fits_a_640_byte_cell() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind on loopback");
+        let addr = listener.local_addr().expect("a bound listener has an address");
+        let _client = TcpStream::connect(addr).await.expect("connect on loopback");
+        let (stream, peer) = listener.accept().await.expect("accept on loopback");
+        let config = Config::default();
+        let ports = Ports::new(DockerClient::new("/nonexistent", config.docker_timeout), None, config.swarm_read_every);
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("a fresh semaphore has a permit");
+        let task = TaskTracker::new().track_future(plain_task(
+            stream,
+            Shared::new(config, ports, addr),
+            peer,
+            CancellationToken::new(),
+            permit,
+        ));
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= TASK_FUTURE_BUDGET,
+            "a connection's task future takes {size} bytes, past {TASK_FUTURE_BUDGET}: every idle client would cost \
+             a larger allocation (bench/run.sh shows it)"
+        );
     }
 }
