@@ -72,7 +72,7 @@ fn write_section(out: &mut String, section: &str, shared: &Shared) {
         }
         "stats" => {
             line("total_connections_received", &stats.connections_received.load(Ordering::Relaxed));
-            line("total_commands_processed", &stats.commands_processed.load(Ordering::Relaxed));
+            line("total_commands_processed", &stats.commands_processed());
             line("rejected_connections", &stats.rejected_connections.load(Ordering::Relaxed));
             line("protocol_errors", &stats.protocol_errors.load(Ordering::Relaxed));
             line("client_output_limit_disconnections", &stats.output_limit_disconnections.load(Ordering::Relaxed));

@@ -262,9 +262,7 @@ impl RequestDecoder {
                             return Ok(false);
                         };
                         self.consumed = 0;
-                        let split = split_inline(&src[..end], self.limits.max_args, &mut self.args);
-                        src.advance(end + 1);
-                        split?;
+                        split_inline(&src.split_to(end + 1).freeze(), self.limits.max_args, &mut self.args)?;
                         // Redis ignores blank lines.
                         if !self.args.is_empty() {
                             return Ok(true);
@@ -350,8 +348,11 @@ pub fn string2ll(text: &[u8]) -> Option<i64> {
     }
 }
 
-/// Splits an inline line into arguments with the quoting rules of Redis's `sdssplitargs`, appended to `args`.
-fn split_inline(line: &[u8], max_args: usize, args: &mut Vec<Bytes>) -> Result<(), ProtocolError> {
+/// Splits an inline line (up to and with its `\n`) into arguments with the quoting rules of Redis's
+/// `sdssplitargs`, appended to `args`. A plain word is a slice of the line; only a word with quotes is copied, to
+/// undo them.
+fn split_inline(whole: &Bytes, max_args: usize, args: &mut Vec<Bytes>) -> Result<(), ProtocolError> {
+    let line = whole.strip_suffix(b"\n").unwrap_or(whole);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     // sdssplitargs reads a C string: a NUL ends the line.
     let line = match line.iter().position(|&b| b == 0) {
@@ -369,10 +370,31 @@ fn split_inline(line: &[u8], max_args: usize, args: &mut Vec<Bytes>) -> Result<(
         if args.len() == max_args {
             return Err(ProtocolError::TooManyInlineArgs);
         }
-        let (arg, next) = split_one(line, i)?;
-        args.push(Bytes::from(arg));
+        let next = match plain_word_end(line, i) {
+            Some(end) => {
+                args.push(whole.slice(i..end));
+                end
+            }
+            None => {
+                let (arg, next) = split_one(line, i)?;
+                args.push(Bytes::from(arg));
+                next
+            }
+        };
         i = next;
     }
+}
+
+/// Where the unquoted word at `start` ends, if it has no quote in it (which would begin quoting, see [`split_one`]).
+fn plain_word_end(line: &[u8], start: usize) -> Option<usize> {
+    for (i, &byte) in line.iter().enumerate().skip(start) {
+        match byte {
+            b' ' | b'\n' | b'\r' | b'\t' => return Some(i),
+            b'"' | b'\'' => return None,
+            _ => {}
+        }
+    }
+    Some(line.len())
 }
 
 /// `isspace` in the C locale.

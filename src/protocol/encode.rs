@@ -147,7 +147,7 @@ impl Reply {
         match self {
             Reply::Bulk(b) => return encode_bulk(b, dst),
             Reply::Announce(a) => return encode_announce(*a, dst),
-            Reply::Simple(s) if !s.contains(['\r', '\n']) => {
+            Reply::Simple(s) if !s.bytes().any(|b| b == b'\r' || b == b'\n') => {
                 dst.reserve(s.len() + 3);
                 dst.extend_from_slice(b"+");
                 dst.extend_from_slice(s.as_bytes());
