@@ -36,15 +36,9 @@ ulimit -n $((idle_conns + 1024)) 2>/dev/null || { echo "bench: raise the open-fi
 
 # By default the binary the compose image ships: static, for musl (compose/discover/Dockerfile builds the same
 # on alpine), whose allocator differs from glibc's.
-musl_target=x86_64-unknown-linux-musl
-bin=${BENCH_BIN:-target/$musl_target/release/rediscover}
-if [ -z "${BENCH_BIN:-}" ]; then
-  { rustup target list --installed 2>/dev/null | grep -qx "$musl_target" && command -v musl-gcc >/dev/null; } || {
-    echo "bench: the $musl_target Rust target or musl-gcc is missing: tests/setup.sh installs both"
-    exit 1
-  }
-  CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc} \
-    cargo build --release -q --locked --target "$musl_target"
+bin=${BENCH_BIN:-}
+if [ -z "$bin" ]; then
+  bin=$(compose/static-binary.sh) || { echo "bench: the static build failed (see above)"; exit 1; }
 fi
 # Requests counted under strace for the system-call figures.
 traced_requests=$((requests / 10))

@@ -15,7 +15,6 @@ image=${OFFLINE_REDIS_IMAGE:-rediscover-offline/redis:7-bookworm}
 suite=${OFFLINE_SUITE:-bookworm}
 cache=${OFFLINE_CACHE:-/var/cache/rediscover}
 tarball=$cache/redis-$suite-rootfs.tar
-musl_target=x86_64-unknown-linux-musl
 
 die() { echo "offline-images.sh: $*" >&2; exit 1; }
 
@@ -51,20 +50,9 @@ if ! docker image inspect "$image" >/dev/null 2>&1; then
     || die "docker import of $tarball failed: delete it and rerun"
 fi
 
-# The rediscover binary for compose/discover/Dockerfile.prebuilt (cargo does nothing when it is up to date).
-rustup target list --installed 2>/dev/null | grep -qx "$musl_target" || rustup target add "$musl_target" >&2 \
-  || die "the Rust target $musl_target is missing and rustup could not add it: rustup target add $musl_target"
-# A crate with C code (ring, for TLS) needs a C compiler for musl: Debian's musl-gcc, from musl-tools.
-if ! command -v musl-gcc >/dev/null; then
-  [ "$(id -u)" = 0 ] || die "musl-gcc is missing: apt-get install musl-tools, or rerun as root"
-  echo "offline-images.sh: installing musl-tools" >&2
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >/dev/null; } \
-    || die "musl-tools is missing and apt-get could not install it: install musl-tools and rerun"
-fi
-export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc}
-cargo build --quiet --release --locked --target "$musl_target" \
-  || die "cargo build --release --target $musl_target failed: fix the build and rerun"
-cp -f "target/$musl_target/release/rediscover" compose/discover/rediscover \
+# The rediscover binary for compose/discover/Dockerfile.prebuilt.
+binary=$(compose/static-binary.sh) || die "the static build failed: see compose/static-binary.sh's message above"
+cp -f "$binary" compose/discover/rediscover \
   || die "cannot copy the binary into compose/discover: check the permissions there"
 
 echo "$image"
