@@ -142,15 +142,14 @@ where
                 Woke::Read(Ok(_)) => conn.drained = conn.input.len() < conn.input.capacity(),
                 Woke::Read(Err(e)) => break Close::Io(e),
                 Woke::Shutdown => break Close::Shutdown,
-                Woke::Timeout if mid_request => {
+                Woke::Timeout => {
                     conn.shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
+                    if !mid_request {
+                        break Close::Idle;
+                    }
                     conn.encode_timeout_error();
                     let _ = conn.write_out().await;
                     break Close::SlowRequest;
-                }
-                Woke::Timeout => {
-                    conn.shared.stats.timed_out_clients.fetch_add(1, Ordering::Relaxed);
-                    break Close::Idle;
                 }
             }
         };
@@ -203,8 +202,8 @@ impl<S: ClientStream> Connection<S> {
                 let Connection { shared, session, decoder, input, output, .. } = this;
                 run_ready(cx, shared, session, decoder, input, output, ran)
             });
-            // The match only sorts; the rare step that waits is boxed with all it holds, so the task keeps no room
-            // for it.
+            // The rare step that waits is boxed with all it holds, and handed over whole: a binding of its parts
+            // would keep room for them in the task while the box is awaited.
             match step.await {
                 Ran::Done => break,
                 Ran::Full => {}
@@ -235,6 +234,7 @@ impl<S: ClientStream> Connection<S> {
                 let _ = self.write_out().await;
                 Err(close)
             }
+            // run_batch handles these itself.
             Ran::Done | Ran::Full => Ok(()),
         }
     }

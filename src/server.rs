@@ -70,10 +70,8 @@ pub async fn run(
         let span = tracing::debug_span!("conn", peer = %peer);
         // Two kinds of task: a plain connection's task holds no room for a TLS session it does not have.
         match shared.config.tls.clone() {
-            None => spawn(&tasks, span, plain_task(stream, shared, peer, shutdown, permit)),
-            Some(tls) => {
-                spawn(&tasks, span, serve_tls(stream, tls, shared, peer, shutdown).map(move |()| drop(permit)))
-            }
+            None => spawn(&tasks, span, holding(permit, connection::serve(stream, shared, Some(peer), shutdown))),
+            Some(tls) => spawn(&tasks, span, holding(permit, serve_tls(stream, tls, shared, peer, shutdown))),
         }
     }
     tasks.close();
@@ -82,16 +80,10 @@ pub async fn run(
     Ok(())
 }
 
-/// A plain connection's task. The permit is dropped by a map on the connection's future, not in a block awaiting
-/// it, which would keep that future twice.
-fn plain_task(
-    stream: TcpStream,
-    shared: Arc<Shared>,
-    peer: SocketAddr,
-    shutdown: CancellationToken,
-    permit: OwnedSemaphorePermit,
-) -> impl Future<Output = ()> + Send + 'static {
-    connection::serve(stream, shared, Some(peer), shutdown).map(move |()| drop(permit))
+/// A connection's task, which holds its client permit until it ends. The permit is dropped by a map on the
+/// connection's future, not in a block awaiting it, which would keep that future twice.
+fn holding<F: Future<Output = ()>>(permit: OwnedSemaphorePermit, task: F) -> impl Future<Output = ()> {
+    task.map(move |()| drop(permit))
 }
 
 /// Spawns a connection's task, in its span when the span is logged: a span that is not (the default level logs
@@ -140,13 +132,9 @@ mod tests {
         let config = Config::default();
         let ports = Ports::new(DockerClient::new("/nonexistent", config.docker_timeout), None, config.swarm_read_every);
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("a fresh semaphore has a permit");
-        let task = TaskTracker::new().track_future(plain_task(
-            stream,
-            Shared::new(config, ports, addr),
-            peer,
-            CancellationToken::new(),
-            permit,
-        ));
+        let shared = Shared::new(config, ports, addr);
+        let serve = connection::serve(stream, shared, Some(peer), CancellationToken::new());
+        let task = TaskTracker::new().track_future(holding(permit, serve));
         let size = std::mem::size_of_val(&task);
         assert!(
             size <= TASK_FUTURE_BUDGET,
