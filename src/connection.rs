@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::command::{Command, Outcome, Session, Shared, Wait};
+use crate::command::{Command, Outcome, Session, Shared, Tally, Wait};
 use crate::protocol::{Reply, RequestDecoder};
 
 /// Bytes asked of the socket per read (Redis: PROTO_IOBUF_LEN). The buffer lives only while the client is
@@ -380,6 +380,7 @@ fn run_ready(
     output: &mut BytesMut,
     ran: &mut bool,
 ) -> Poll<Ran> {
+    let mut tally = shared.stats.tally();
     while output.len() < shared.config.max_output_bytes {
         let budget = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let args = match decoder.decode_borrowed(input) {
@@ -395,7 +396,7 @@ fn run_ready(
         };
         budget.made_progress();
         *ran = true;
-        let (reply, quit) = match execute(args, shared, session) {
+        let (reply, quit) = match execute(args, shared, session, &mut tally) {
             Step::Done(reply, quit) => (reply, quit),
             Step::Wait(wait, command) => return Poll::Ready(Ran::Wait(wait, command)),
         };
@@ -417,20 +418,24 @@ enum Step {
 }
 
 /// Checks auth and runs one request, counting it unless it must wait.
-fn execute(args: &[Bytes], shared: &Shared, session: &mut Session) -> Step {
+fn execute(args: &[Bytes], shared: &Shared, session: &mut Session, tally: &mut Tally<'_>) -> Step {
     let command = match Command::parse(args) {
         Ok(c) => c,
         Err(e) => return Step::Done(e.reply(), false),
     };
     let index = command.index();
     if !session.authenticated && !command.allowed_before_auth() {
-        shared.stats.record(index, true);
+        tally.count(index, true);
         return Step::Done(Reply::error("NOAUTH Authentication required."), false);
+    }
+    // INFO shows the calls before it, as Redis's does.
+    if matches!(command, Command::Info(_)) {
+        tally.flush();
     }
     let quit = matches!(command, Command::Quit);
     match command.run(shared, session) {
         Outcome::Reply(reply) => {
-            shared.stats.record(index, reply.is_error());
+            tally.count(index, reply.is_error());
             Step::Done(reply, quit)
         }
         Outcome::Wait(wait) => Step::Wait(wait, index),

@@ -204,6 +204,30 @@ async fn info_reports_sections_and_counts_commands() {
 }
 
 #[tokio::test]
+async fn info_in_a_pipeline_counts_every_call_before_it() {
+    let s = server().await;
+    let mut c = s.connect().await;
+    let mut pipeline = Vec::new();
+    for args in [&[&b"PING"[..]][..], &[b"PING"], &[b"ECHO"], &[b"INFO", b"commandstats"], &[b"INFO", b"commandstats"]]
+    {
+        pipeline.extend(resp(args));
+    }
+    c.send(&pipeline).await;
+    assert_eq!(c.read_reply().await, "+PONG\r\n");
+    assert_eq!(c.read_reply().await, "+PONG\r\n");
+    assert!(c.read_reply().await.starts_with("-ERR wrong number of arguments"));
+    let first = c.read_reply().await;
+    assert!(first.contains("cmdstat_ping:calls=2,failed_calls=0"), "{first}");
+    assert!(!first.contains("cmdstat_info"), "INFO counts itself after it answers, as Redis does: {first}");
+    let second = c.read_reply().await;
+    assert!(second.contains("cmdstat_info:calls=1,failed_calls=0"), "{second}");
+    // Another client sees the pipeline's calls once its batch has run.
+    let mut other = s.connect().await;
+    let info = other.request(&[b"INFO", b"stats"]).await;
+    assert!(info.contains("total_commands_processed:4\r\n"), "{info}");
+}
+
+#[tokio::test]
 async fn a_thousand_pipelined_commands_in_one_write_answer_in_order() {
     let s = server().await;
     let mut c = s.connect().await;

@@ -24,7 +24,7 @@ pub use hello::{Auth, Hello};
 pub use info::Info;
 pub use members::Members;
 pub use session::Session;
-pub use shared::{ServerStats, Shared};
+pub use shared::{ServerStats, Shared, Tally};
 
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,8 +109,7 @@ impl Command {
         let Some(name) = args.first() else {
             return Err(CommandError::Syntax);
         };
-        let Some(index) = command_docs::COMMANDS.iter().position(|c| name.eq_ignore_ascii_case(c.name.as_bytes()))
-        else {
+        let Some(index) = Self::lookup(name) else {
             return Err(unknown(&args[0], &args[1..]));
         };
         let spec = &command_docs::COMMANDS[index];
@@ -150,6 +149,13 @@ impl Command {
     pub const NAMES: [&'static str; 12] = [
         "auth", "client", "command", "discover", "echo", "hello", "info", "members", "ping", "quit", "reset", "select",
     ];
+
+    /// The place of a command name in [`Command::NAMES`], whatever its case. Every name is at most eight letters,
+    /// so it is compared as one word: the name sent, packed the same way, against each.
+    fn lookup(name: &[u8]) -> Option<usize> {
+        let word = name_word(name)?;
+        NAME_WORDS.iter().position(|&w| w == word)
+    }
 
     /// Its place in [`Command::NAMES`]: where INFO counts its calls.
     pub fn index(&self) -> usize {
@@ -250,6 +256,42 @@ impl Wait {
     }
 }
 
+/// A name of up to eight bytes as one little-endian word, each byte with its 0x20 bit set: for a letter, the
+/// lower case, so two names are the same letters in any case exactly when their words are equal (no byte of a
+/// word is zero, so the lengths are equal too).
+const fn name_word(name: &[u8]) -> Option<u64> {
+    if name.len() > 8 {
+        return None;
+    }
+    let mut word = 0u64;
+    let mut i = 0;
+    while i < name.len() {
+        word |= ((name[i] | 0x20) as u64) << (8 * i);
+        i += 1;
+    }
+    Some(word)
+}
+
+/// [`Command::NAMES`] as [`name_word`]s.
+const NAME_WORDS: [u64; Command::NAMES.len()] = {
+    let mut words = [0u64; Command::NAMES.len()];
+    let mut i = 0;
+    while i < words.len() {
+        let name = Command::NAMES[i].as_bytes();
+        let mut j = 0;
+        while j < name.len() {
+            assert!(name[j].is_ascii_lowercase(), "a command name is lower-case letters");
+            j += 1;
+        }
+        words[i] = match name_word(name) {
+            Some(word) => word,
+            None => panic!("a command name is at most eight letters"),
+        };
+        i += 1;
+    }
+    words
+};
+
 fn unknown(name: &Bytes, rest: &[Bytes]) -> CommandError {
     let mut args = String::new();
     for a in rest {
@@ -334,6 +376,21 @@ mod tests {
         assert_eq!(table, Command::NAMES);
         assert_eq!(parse(&["DISCOVER", "c1"]).unwrap().name(), "discover");
         assert_eq!(parse(&["select", "0"]).unwrap().name(), "select");
+    }
+
+    #[test]
+    fn a_name_is_found_in_any_case_and_only_as_a_whole() {
+        for (i, name) in Command::NAMES.iter().enumerate() {
+            assert_eq!(Command::lookup(name.as_bytes()), Some(i));
+            assert_eq!(Command::lookup(name.to_ascii_uppercase().as_bytes()), Some(i));
+            assert_eq!(Command::lookup(&name.as_bytes()[..name.len() - 1]), None, "{name}");
+            assert_eq!(Command::lookup(format!("{name}s").as_bytes()), None, "{name}");
+            assert_eq!(Command::lookup(format!("{name}\0").as_bytes()), None, "{name}");
+        }
+        // Bytes that share a letter's bits but for 0x20 and are not that letter in upper case.
+        for near in [&b"pi\x0eg"[..], b"p\x09ng", b"PING ", b"\x10ing", b"ping\x00", b"", b"discovery"] {
+            assert_eq!(Command::lookup(near), None, "{near:?}");
+        }
     }
 
     #[test]

@@ -93,6 +93,11 @@ impl ServerStats {
         }
     }
 
+    /// A tally of calls for one connection's batch of requests, added to these counters when it is dropped.
+    pub fn tally(&self) -> Tally<'_> {
+        Tally { stats: self, command: 0, calls: 0, failed: 0 }
+    }
+
     /// Requests processed: every command's calls, summed when asked rather than counted a second time on every
     /// request.
     pub fn commands_processed(&self) -> u64 {
@@ -107,5 +112,48 @@ impl ServerStats {
             .map(|(name, (calls, failed))| (*name, calls.load(Ordering::Relaxed), failed.load(Ordering::Relaxed)))
             .filter(|(_, calls, _)| *calls > 0)
             .collect()
+    }
+}
+
+/// Calls that a connection counts while it runs a batch of requests, added to the server's counters when another
+/// command is counted, when asked, and when it is dropped: a pipeline of one command costs one atomic add per
+/// batch, not one per request. Until then another thread's INFO does not see them (with one runtime thread, the
+/// default, no INFO runs in the middle of a batch).
+pub struct Tally<'a> {
+    stats: &'a ServerStats,
+    command: usize,
+    calls: u64,
+    failed: u64,
+}
+
+impl Tally<'_> {
+    /// Counts one call of a command, by its [`Command::index`], and whether it answered an error.
+    pub fn count(&mut self, command: usize, failed: bool) {
+        if command != self.command {
+            self.flush();
+            self.command = command;
+        }
+        self.calls += 1;
+        self.failed += u64::from(failed);
+    }
+
+    /// Adds what it holds to the server's counters.
+    pub fn flush(&mut self) {
+        if self.calls == 0 {
+            return;
+        }
+        let (calls, failures) = &self.stats.calls[self.command];
+        calls.fetch_add(self.calls, Ordering::Relaxed);
+        if self.failed > 0 {
+            failures.fetch_add(self.failed, Ordering::Relaxed);
+        }
+        self.calls = 0;
+        self.failed = 0;
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
