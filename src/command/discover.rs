@@ -91,28 +91,24 @@ impl Discover {
 
     /// Answers from the port table, or gives itself back when only Docker can answer ([`Discover::ask_docker`]).
     pub fn apply(self, shared: &Shared) -> Result<Reply, Self> {
-        let query = arg_str(&self.container);
-        match shared.ports.find_in_table(&query) {
-            Some(found) => Ok(self.answer(shared, &query, found)),
-            None => {
-                drop(query);
-                Err(self)
-            }
+        match shared.ports.find_in_table(&self.container) {
+            Some(found) => Ok(self.answer(shared, found)),
+            None => Err(self),
         }
     }
 
     /// Answers what the port table could not, from Docker.
     pub async fn ask_docker(self, shared: &Shared) -> Reply {
-        let query = arg_str(&self.container);
-        let found = shared.ports.find_in_docker(&query).await;
-        self.answer(shared, &query, found)
+        let found = shared.ports.find_in_docker(&self.container).await;
+        self.answer(shared, found)
     }
 
-    fn answer(&self, shared: &Shared, query: &str, found: Result<Found, DockerError>) -> Reply {
-        // As Redis, nothing per request at the default level; the client's text is logged escaped.
-        match self.resolve(shared, query, found) {
+    fn answer(&self, shared: &Shared, found: Result<Found, DockerError>) -> Reply {
+        // As Redis, nothing per request at the default level; the client's text is logged escaped. The name is
+        // looked up as the bytes it came as, and read as text only for an error or the log.
+        match self.resolve(shared, found) {
             Ok(announce) => {
-                tracing::debug!(container = ?query, answer = %announce, "discover");
+                tracing::debug!(container = ?arg_str(&self.container), answer = %announce, "discover");
                 match (self.hostname, &shared.config.announce_hostname) {
                     (false, _) => Reply::Announce(announce),
                     (true, Some(hostname)) => Reply::text(format!("{announce},{hostname}")),
@@ -120,27 +116,23 @@ impl Discover {
                 }
             }
             Err(e) => {
-                tracing::debug!(container = ?query, error = ?e.to_string(), "discover");
+                tracing::debug!(container = ?arg_str(&self.container), error = ?e.to_string(), "discover");
                 e.reply()
             }
         }
     }
 
-    fn resolve(
-        &self,
-        shared: &Shared,
-        query: &str,
-        found: Result<Found, DockerError>,
-    ) -> Result<Announce, DiscoverError> {
+    fn resolve(&self, shared: &Shared, found: Result<Found, DockerError>) -> Result<Announce, DiscoverError> {
         let found = found.map_err(|e| DiscoverError::from_docker(e, shared.config.docker_timeout))?;
-        let quoted = || query.chars().take(64).collect::<String>();
+        let quoted = || arg_str(&self.container).chars().take(64).collect::<String>();
         let container = match found {
             Found::One(c) if c.running => c,
             Found::One(_) => return Err(DiscoverError::NotRunning(quoted())),
             Found::Ambiguous => return Err(DiscoverError::Ambiguous(quoted())),
             Found::None => return Err(DiscoverError::NoContainer(quoted())),
         };
-        announce(&container, shared, self.port, self.bus_port).map_err(|port| DiscoverError::NoPort(query.into(), port))
+        announce(&container, shared, self.port, self.bus_port)
+            .map_err(|port| DiscoverError::NoPort(arg_str(&self.container).into_owned(), port))
     }
 }
 

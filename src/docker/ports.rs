@@ -138,7 +138,7 @@ impl Ports {
     }
 
     /// Finds one container by full id, unique id prefix or name.
-    pub async fn find(&self, query: &str) -> Result<Found, DockerError> {
+    pub async fn find(&self, query: &[u8]) -> Result<Found, DockerError> {
         match self.find_in_table(query) {
             Some(found) => found,
             None => self.find_in_docker(query).await,
@@ -146,7 +146,7 @@ impl Ports {
     }
 
     /// What the table alone can answer for [`Ports::find`], without waiting: `None` when Docker must be asked.
-    pub fn find_in_table(&self, query: &str) -> Option<Result<Found, DockerError>> {
+    pub fn find_in_table(&self, query: &[u8]) -> Option<Result<Found, DockerError>> {
         if !self.is_fresh() {
             return None;
         }
@@ -162,7 +162,7 @@ impl Ports {
     }
 
     /// [`Ports::find`] for a query the table could not answer.
-    pub async fn find_in_docker(&self, query: &str) -> Result<Found, DockerError> {
+    pub async fn find_in_docker(&self, query: &[u8]) -> Result<Found, DockerError> {
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         if !is_container_ref(query) {
             return Ok(Found::None);
@@ -338,11 +338,10 @@ impl Ports {
 
 /// Whether `query` can name a container: Docker's name alphabet (after an optional `/`), or an id (hex).
 /// Anything else cannot match, so it is answered without asking Docker.
-pub fn is_container_ref(query: &str) -> bool {
-    let name = query.strip_prefix('/').unwrap_or(query);
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+pub fn is_container_ref(query: &[u8]) -> bool {
+    let name = query.strip_prefix(b"/").unwrap_or(query);
+    matches!(name.first(), Some(c) if c.is_ascii_alphanumeric())
+        && name.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
         && name.len() <= 255
 }
 
@@ -373,8 +372,11 @@ mod tests {
         ports.announce_node_address(true);
         let task_ip: IpAddr = "198.18.0.11".parse().unwrap();
         ports.install(vec![container('a', None), container('b', Some(task_ip))]);
-        assert!(ports.find(&"a".repeat(12)).await.is_err(), "a local container has no address to announce yet");
-        assert!(matches!(ports.find(&"b".repeat(12)).await, Ok(Found::One(c)) if c.ip == Some(task_ip)));
+        assert!(
+            ports.find("a".repeat(12).as_bytes()).await.is_err(),
+            "a local container has no address to announce yet"
+        );
+        assert!(matches!(ports.find("b".repeat(12).as_bytes()).await, Ok(Found::One(c)) if c.ip == Some(task_ip)));
         let listed: Vec<String> = ports.list().await.unwrap().iter().map(|c| c.name.clone()).collect();
         assert_eq!(listed, vec!["node-b".to_string()]);
     }
@@ -396,10 +398,10 @@ mod tests {
     #[test]
     fn only_docker_names_and_ids_can_match() {
         for ok in ["abc123", "/node-1", "my_app.redis-1", "a"] {
-            assert!(is_container_ref(ok), "{ok}");
+            assert!(is_container_ref(ok.as_bytes()), "{ok}");
         }
         for bad in ["", "/", "../images/json", "a/b", "a?x=1", "-x", "a b", "é"] {
-            assert!(!is_container_ref(bad), "{bad}");
+            assert!(!is_container_ref(bad.as_bytes()), "{bad}");
         }
     }
 }

@@ -94,12 +94,12 @@ pub enum Found {
 }
 
 /// Every known container, indexed by full id, short id and name, and which of them changed since they were
-/// last read.
+/// last read. The indexes are keyed by bytes, so that a lookup takes a client's argument as it came.
 #[derive(Debug, Default)]
 pub struct PortTable {
-    by_id: FxHashMap<String, Arc<Container>>,
-    by_short_id: FxHashMap<String, Vec<Arc<Container>>>,
-    by_name: FxHashMap<String, Arc<Container>>,
+    by_id: FxHashMap<Box<[u8]>, Arc<Container>>,
+    by_short_id: FxHashMap<Box<[u8]>, Vec<Arc<Container>>>,
+    by_name: FxHashMap<Box<[u8]>, Arc<Container>>,
     /// Containers an event said changed (started, renamed, ...), with that event's number: what the table holds
     /// of them is not to be trusted until a read issued after that event settles them.
     changed: FxHashMap<String, u64>,
@@ -169,7 +169,7 @@ impl PortTable {
             // A local read of a swarm task knows nothing of its node (a node label may set its address) nor of
             // its `service.slot`: keep what the swarm said.
             Some(mut container) => {
-                if let Some(known) = self.by_id.get(id).filter(|k| k.from_swarm) {
+                if let Some(known) = self.by_id.get(id.as_bytes()).filter(|k| k.from_swarm) {
                     container.ip = known.ip;
                     container.aliases = known.aliases.clone();
                     container.from_swarm = true;
@@ -184,7 +184,7 @@ impl PortTable {
     /// The container's process exited: it publishes no ports until it starts again.
     pub fn mark_stopped(&mut self, id: &str) {
         self.changed.remove(id);
-        if let Some(c) = self.by_id.get(id) {
+        if let Some(c) = self.by_id.get(id.as_bytes()) {
             let stopped = Container { running: false, ports: Vec::new(), ..(**c).clone() };
             self.upsert(stopped);
         }
@@ -209,7 +209,7 @@ impl PortTable {
 
     /// Whether it holds this container as a swarm task (with its node's address).
     pub fn is_swarm_task(&self, id: &str) -> bool {
-        self.by_id.get(id).is_some_and(|c| c.from_swarm)
+        self.by_id.get(id.as_bytes()).is_some_and(|c| c.from_swarm)
     }
 
     /// How many swarm tasks it holds.
@@ -221,26 +221,26 @@ impl PortTable {
     pub fn upsert(&mut self, container: Container) {
         self.remove(&container.id);
         let container = Arc::new(container);
-        let short = short_id(&container.id).to_string();
+        let short = short_id(container.id.as_bytes()).into();
         self.by_short_id.entry(short).or_default().push(container.clone());
         for name in std::iter::once(&container.name).chain(&container.aliases) {
-            self.by_name.insert(name.clone(), container.clone());
+            self.by_name.insert(name.as_bytes().into(), container.clone());
         }
-        self.by_id.insert(container.id.clone(), container);
+        self.by_id.insert(container.id.as_bytes().into(), container);
     }
 
     /// Forgets a container, by full id.
     pub fn remove(&mut self, id: &str) {
         self.changed.remove(id);
-        let Some(old) = self.by_id.remove(id) else {
+        let Some(old) = self.by_id.remove(id.as_bytes()) else {
             return;
         };
         for name in std::iter::once(&old.name).chain(&old.aliases) {
-            if self.by_name.get(name).is_some_and(|c| c.id == id) {
-                self.by_name.remove(name);
+            if self.by_name.get(name.as_bytes()).is_some_and(|c| c.id == id) {
+                self.by_name.remove(name.as_bytes());
             }
         }
-        let short = short_id(id);
+        let short = short_id(id.as_bytes());
         if let Some(same_prefix) = self.by_short_id.get_mut(short) {
             same_prefix.retain(|c| c.id != id);
             if same_prefix.is_empty() {
@@ -251,13 +251,13 @@ impl PortTable {
 
     /// Finds a container as Docker does: full id, then name, then unique id prefix. A lookup by hostname or
     /// name hashes the query at most twice.
-    pub fn find(&self, query: &str) -> Found {
+    pub fn find(&self, query: &[u8]) -> Found {
         if query.len() == ID_LEN {
             if let Some(c) = self.by_id.get(query) {
                 return Found::One(c.clone());
             }
         }
-        let name = query.strip_prefix('/').unwrap_or(query);
+        let name = query.strip_prefix(b"/").unwrap_or(query);
         if let Some(c) = self.by_name.get(name) {
             return Found::One(c.clone());
         }
@@ -271,7 +271,7 @@ impl PortTable {
         if query.is_empty() || query.len() > ID_LEN {
             return Found::None;
         }
-        let mut hits = self.by_id.values().filter(|c| c.id.starts_with(query));
+        let mut hits = self.by_id.values().filter(|c| c.id.as_bytes().starts_with(query));
         match (hits.next(), hits.next()) {
             (Some(c), None) => Found::One(c.clone()),
             (Some(_), Some(_)) => Found::Ambiguous,
@@ -280,7 +280,7 @@ impl PortTable {
     }
 }
 
-fn short_id(id: &str) -> &str {
+fn short_id(id: &[u8]) -> &[u8] {
     id.get(..SHORT_ID_LEN).unwrap_or(id)
 }
 
@@ -306,10 +306,10 @@ mod tests {
         let id = "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
         let t = PortTable::from_containers([container(id, "node-1")]);
         for q in [id, &id[..12], &id[..5], "node-1", "/node-1"] {
-            assert!(matches!(t.find(q), Found::One(c) if c.id == id), "{q}");
+            assert!(matches!(t.find(q.as_bytes()), Found::One(c) if c.id == id), "{q}");
         }
-        assert_eq!(t.find("zzz"), Found::None);
-        assert_eq!(t.find(""), Found::None);
+        assert_eq!(t.find(b"zzz"), Found::None);
+        assert_eq!(t.find(b""), Found::None);
     }
 
     #[test]
@@ -317,11 +317,11 @@ mod tests {
         let a = "abcdef012345aaaa";
         let b = "abcdef012345bbbb";
         let mut t = PortTable::from_containers([container(a, "a"), container(b, "b")]);
-        assert_eq!(t.find("abcdef012345"), Found::Ambiguous);
-        assert_eq!(t.find("abc"), Found::Ambiguous);
+        assert_eq!(t.find(b"abcdef012345"), Found::Ambiguous);
+        assert_eq!(t.find(b"abc"), Found::Ambiguous);
         t.remove(b);
-        assert!(matches!(t.find("abcdef012345"), Found::One(c) if c.id == a));
-        assert_eq!(t.find("b"), Found::None);
+        assert!(matches!(t.find(b"abcdef012345"), Found::One(c) if c.id == a));
+        assert_eq!(t.find(b"b"), Found::None);
         assert_eq!(t.len(), 1);
     }
 
@@ -336,9 +336,9 @@ mod tests {
         let stopped_plain = Container { running: false, ..container("plain", "plain") };
         let mut t = PortTable::from_containers([old_task, starting, stopped_plain]);
         t.replace_swarm(Vec::new());
-        assert_eq!(t.find("svc.1.t1"), Found::None, "a stopped task container the swarm does not want is gone");
-        assert!(matches!(t.find("svc.1.t2"), Found::One(_)), "a running one stays until the swarm names its task");
-        assert!(matches!(t.find("plain"), Found::One(c) if !c.running), "a stopped plain container stays");
+        assert_eq!(t.find(b"svc.1.t1"), Found::None, "a stopped task container the swarm does not want is gone");
+        assert!(matches!(t.find(b"svc.1.t2"), Found::One(_)), "a running one stays until the swarm names its task");
+        assert!(matches!(t.find(b"plain"), Found::One(c) if !c.running), "a stopped plain container stays");
     }
 
     #[test]
@@ -349,8 +349,8 @@ mod tests {
         let mut t = PortTable::from_containers([local, task]);
         assert_eq!(t.swarm_len(), 1);
         t.replace_swarm(Vec::new());
-        assert!(matches!(t.find("plain"), Found::One(_)), "a container of the engine itself is not a task");
-        assert_eq!(t.find("svc.1.t1"), Found::None, "a task the swarm no longer lists is gone");
+        assert!(matches!(t.find(b"plain"), Found::One(_)), "a container of the engine itself is not a task");
+        assert_eq!(t.find(b"svc.1.t1"), Found::None, "a task the swarm no longer lists is gone");
     }
 
     #[test]
@@ -367,15 +367,15 @@ mod tests {
         // The engine's own read, announced at its node address: the swarm's node label says otherwise.
         let local = Container { ip: Some("198.18.0.10".parse().unwrap()), ..container("task", "svc.1.t1") };
         assert!(t.settle("task", event, Some(local)));
-        assert!(matches!(t.find("svc.1"), Found::One(c) if c.ip == Some(labelled) && c.from_swarm));
+        assert!(matches!(t.find(b"svc.1"), Found::One(c) if c.ip == Some(labelled) && c.from_swarm));
     }
 
     #[test]
     fn rename_replaces_the_old_name() {
         let mut t = PortTable::from_containers([container("1234", "old")]);
         t.upsert(container("1234", "new"));
-        assert_eq!(t.find("old"), Found::None);
-        assert!(matches!(t.find("new"), Found::One(_)));
+        assert_eq!(t.find(b"old"), Found::None);
+        assert!(matches!(t.find(b"new"), Found::One(_)));
     }
 
     #[test]
@@ -395,10 +395,10 @@ mod tests {
         let third = t.mark_changed("1234");
         t.mark_stopped("1234");
         assert!(!t.settle("1234", third, Some(container("1234", "n"))), "a die overtakes the read");
-        assert!(matches!(t.find("n"), Found::One(c) if !c.running && c.ports.is_empty()));
+        assert!(matches!(t.find(b"n"), Found::One(c) if !c.running && c.ports.is_empty()));
         let fourth = t.mark_changed("5678");
         assert!(t.settle("5678", fourth, Some(container("5678", "new"))), "a container the table did not know");
-        assert!(matches!(t.find("new"), Found::One(_)));
+        assert!(matches!(t.find(b"new"), Found::One(_)));
     }
 
     #[test]
