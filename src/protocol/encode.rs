@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::net::IpAddr;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use redis_protocol::resp2::types::BytesFrame as Frame2;
 use redis_protocol::resp3::types::{BytesFrame as Frame3, FrameMap, FrameSet, VerbatimStringFormat};
 
@@ -149,9 +149,9 @@ impl Reply {
             Reply::Announce(a) => return encode_announce(*a, dst),
             Reply::Simple(s) if !s.bytes().any(|b| b == b'\r' || b == b'\n') => {
                 dst.reserve(s.len() + 3);
-                dst.extend_from_slice(b"+");
-                dst.extend_from_slice(s.as_bytes());
-                dst.extend_from_slice(b"\r\n");
+                dst.put_u8(b'+');
+                put_short(dst, s.as_bytes());
+                dst.put_slice(b"\r\n");
                 return;
             }
             _ => {}
@@ -174,9 +174,9 @@ fn encode_bulk(b: &[u8], dst: &mut BytesMut) {
     let len = put_decimal(&mut head, 1, b.len() as u64);
     head[len..len + 2].copy_from_slice(b"\r\n");
     dst.reserve(len + 2 + b.len() + 2);
-    dst.extend_from_slice(&head[..len + 2]);
-    dst.extend_from_slice(b);
-    dst.extend_from_slice(b"\r\n");
+    put_short(dst, &head[..len + 2]);
+    put_short(dst, b);
+    dst.put_slice(b"\r\n");
 }
 
 /// Room for `$`, the longest length (20 digits) and CRLF.
@@ -223,7 +223,26 @@ fn encode_announce(a: Announce, dst: &mut BytesMut) {
     out[start] = b'$';
     put_decimal(&mut out, start + 1, text_len as u64);
     out[ANNOUNCE_AT - 2..ANNOUNCE_AT].copy_from_slice(b"\r\n");
-    dst.extend_from_slice(&out[start..end + 2]);
+    put_short(dst, &out[start..end + 2]);
+}
+
+/// Longest copy [`put_short`] makes itself.
+const SHORT_COPY_MAX: usize = 64;
+
+/// Appends a reply's few bytes with word-sized stores rather than a call to `memcpy`: the static build users run
+/// links musl, whose `memcpy` begins every copy with a `rep movs` that takes longer than a short reply's bytes.
+fn put_short(dst: &mut BytesMut, bytes: &[u8]) {
+    if bytes.len() > SHORT_COPY_MAX {
+        return dst.extend_from_slice(bytes);
+    }
+    dst.reserve(bytes.len());
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        dst.put_u64_ne(u64::from_ne_bytes(word.try_into().expect("chunks_exact gives eight bytes")));
+    }
+    for &byte in words.remainder() {
+        dst.put_u8(byte);
+    }
 }
 
 /// Writes `n` in decimal into `out` from `at`; returns where the digits end. Two digits at a time, from a table:
