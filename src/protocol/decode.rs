@@ -233,6 +233,9 @@ impl RequestDecoder {
             match self.state {
                 State::Idle => {
                     let Some(&first) = src.first() else { return Ok(false) };
+                    if first == b'*' && self.take_whole_request(src) {
+                        return Ok(true);
+                    }
                     if first == b'*' {
                         let limit = self.limits.max_inline_len;
                         let Some((count, end)) = self.count_line(src, limit, ProtocolError::TooBigMultibulkCount)?
@@ -320,6 +323,80 @@ impl RequestDecoder {
             }
         }
     }
+}
+
+/// Most arguments a request may have to be taken in one pass by [`RequestDecoder::take_whole_request`].
+const WHOLE_MAX_ARGS: usize = 8;
+
+/// Most digits of a count read by [`plain_count`]: any nine-digit number fits every limit's type.
+const PLAIN_COUNT_DIGITS: usize = 9;
+
+impl RequestDecoder {
+    /// Takes a request that has arrived whole and has the form clients send (a few arguments, plain counts, no
+    /// limit near), in one pass over its bytes. Anything else, and a client yet to authenticate, is left to the
+    /// step-by-step path, which gives the same arguments and has the exact error for each case; so this only
+    /// ever says yes or "not here", and looks at a few header lines at most before saying so.
+    fn take_whole_request(&mut self, src: &mut BytesMut) -> bool {
+        if self.unauthenticated {
+            return false;
+        }
+        let limits = &self.limits;
+        let Some((count, mut at)) = plain_count(src, 0, b'*', limits.max_inline_len) else {
+            return false;
+        };
+        if count == 0 || count > WHOLE_MAX_ARGS || count > limits.max_args {
+            return false;
+        }
+        // Where each argument starts, and its length.
+        let mut spans = [(0usize, 0usize); WHOLE_MAX_ARGS];
+        for span in &mut spans[..count] {
+            let Some((len, start)) = plain_count(src, at, b'$', limits.max_inline_len) else {
+                return false;
+            };
+            let end = start + len;
+            if len > limits.max_bulk_len || src.get(end..end + 2) != Some(b"\r\n") {
+                return false;
+            }
+            *span = (start, len);
+            at = end + 2;
+        }
+        if at > limits.max_request_len {
+            return false;
+        }
+        let mut taken = 0;
+        for &(start, len) in &spans[..count] {
+            src.advance(start - taken);
+            self.args.push(src.split_to(len).freeze());
+            taken = start + len;
+        }
+        src.advance(at - taken);
+        // What an earlier call searched of this request's first line is taken with it.
+        self.scanned = 0;
+        self.consumed = 0;
+        true
+    }
+}
+
+/// Reads the line at `at` if it is `marker`, one to [`PLAIN_COUNT_DIGITS`] digits without a leading zero (or a
+/// single zero), and CRLF, no longer than `max_line` up to its `\n`: its count, and where the next line starts.
+fn plain_count(src: &[u8], at: usize, marker: u8, max_line: usize) -> Option<(usize, usize)> {
+    let line = src.get(at..)?;
+    if line.first() != Some(&marker) {
+        return None;
+    }
+    let mut count = 0usize;
+    let mut end = 1;
+    while let Some(&digit @ b'0'..=b'9') = line.get(end) {
+        if end > PLAIN_COUNT_DIGITS || (end == 2 && line[1] == b'0') {
+            return None;
+        }
+        count = count * 10 + usize::from(digit - b'0');
+        end += 1;
+    }
+    if end == 1 || line.get(end..end + 2) != Some(b"\r\n") || end + 1 > max_line {
+        return None;
+    }
+    Some((count, at + end + 2))
 }
 
 /// Parses a `*`/`$` count followed by `\r`.
@@ -507,6 +584,24 @@ mod tests {
         }
     }
 
+    /// [`decode_all`] with the input given one byte at a time: no request is ever whole in the buffer.
+    fn decode_bytewise(input: &[u8], limits: DecodeLimits) -> (Vec<Vec<Vec<u8>>>, Option<String>) {
+        let mut decoder = RequestDecoder::new(limits);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for byte in input {
+            buf.extend_from_slice(&[*byte]);
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(args)) => out.push(args.iter().map(|a| a.to_vec()).collect()),
+                    Ok(None) => break,
+                    Err(e) => return (out, Some(e.to_string())),
+                }
+            }
+        }
+        (out, None)
+    }
+
     fn decode(input: &[u8]) -> (Vec<Vec<Vec<u8>>>, Option<String>) {
         decode_all(input, DecodeLimits::default())
     }
@@ -631,6 +726,31 @@ mod tests {
         decoder.set_unauthenticated(true);
         decoder.set_unauthenticated(false);
         assert!(decoder.decode(&mut BytesMut::from(&b"*11\r\n"[..])).expect("signed in").is_none());
+    }
+
+    #[test]
+    fn a_request_that_arrives_whole_meets_every_limit_at_the_same_byte() {
+        let requests: &[&[u8]] = &[
+            b"*2\r\n$8\r\nDISCOVER\r\n$12\r\nabcdef012345\r\n",
+            b"*1\r\n$0\r\n\r\n",
+            b"*9\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n$1\r\ne\r\n$1\r\nf\r\n$1\r\ng\r\n$1\r\nh\r\n$1\r\ni\r\n",
+            b"*1\r\n$10\r\n0123456789\r\n*1\r\n$4\r\nPING\r\n",
+        ];
+        for input in requests {
+            let plenty = input.len() + 1;
+            for limit in 0..=plenty {
+                for limits in [
+                    DecodeLimits { max_bulk_len: limit, ..DecodeLimits::default() },
+                    DecodeLimits { max_args: limit, ..DecodeLimits::default() },
+                    DecodeLimits { max_inline_len: limit, ..DecodeLimits::default() },
+                    DecodeLimits { max_request_len: limit, ..DecodeLimits::default() },
+                ] {
+                    let whole = decode_all(input, limits);
+                    assert_eq!(whole, decode_bytewise(input, limits), "{limits:?} {:?}", String::from_utf8_lossy(input));
+                }
+            }
+            assert_eq!(decode_all(input, DecodeLimits::default()).1, None);
+        }
     }
 
     #[test]
