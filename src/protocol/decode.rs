@@ -746,7 +746,12 @@ mod tests {
                     DecodeLimits { max_request_len: limit, ..DecodeLimits::default() },
                 ] {
                     let whole = decode_all(input, limits);
-                    assert_eq!(whole, decode_bytewise(input, limits), "{limits:?} {:?}", String::from_utf8_lossy(input));
+                    assert_eq!(
+                        whole,
+                        decode_bytewise(input, limits),
+                        "{limits:?} {:?}",
+                        String::from_utf8_lossy(input)
+                    );
                 }
             }
             assert_eq!(decode_all(input, DecodeLimits::default()).1, None);

@@ -240,8 +240,17 @@ fn put_short(dst: &mut BytesMut, bytes: &[u8]) {
     for word in &mut words {
         dst.put_u64_ne(u64::from_ne_bytes(word.try_into().expect("chunks_exact gives eight bytes")));
     }
-    for &byte in words.remainder() {
-        dst.put_u8(byte);
+    let mut rest = words.remainder();
+    if let [a, b, c, d, tail @ ..] = rest {
+        dst.put_u32_ne(u32::from_ne_bytes([*a, *b, *c, *d]));
+        rest = tail;
+    }
+    if let [a, b, tail @ ..] = rest {
+        dst.put_u16_ne(u16::from_ne_bytes([*a, *b]));
+        rest = tail;
+    }
+    if let [a] = rest {
+        dst.put_u8(*a);
     }
 }
 
@@ -352,6 +361,21 @@ mod tests {
             }
             .unwrap();
             assert_eq!(&via_frames[..], enc(&Reply::Announce(a), p).as_bytes());
+        }
+    }
+
+    #[test]
+    fn short_and_long_strings_encode_as_the_reference_encoder_does() {
+        // Every length the word-by-word copy handles, and past it.
+        for len in 0..=SHORT_COPY_MAX + 9 {
+            let text: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            for reply in [Reply::text(text.clone()), Reply::Simple(text.clone().into())] {
+                let mut ours = BytesMut::from(&b"before"[..]);
+                reply.encode(Protocol::Resp2, &mut ours);
+                let mut theirs = BytesMut::from(&b"before"[..]);
+                redis_protocol::resp2::encode::extend_encode(&mut theirs, &reply.to_resp2(), false).unwrap();
+                assert_eq!(ours, theirs, "{reply:?}");
+            }
         }
     }
 
