@@ -233,10 +233,10 @@ impl RequestDecoder {
             match self.state {
                 State::Idle => {
                     let Some(&first) = src.first() else { return Ok(false) };
-                    if first == b'*' && self.take_whole_request(src) {
-                        return Ok(true);
-                    }
                     if first == b'*' {
+                        if self.take_whole_request(src) {
+                            return Ok(true);
+                        }
                         let limit = self.limits.max_inline_len;
                         let Some((count, end)) = self.count_line(src, limit, ProtocolError::TooBigMultibulkCount)?
                         else {
