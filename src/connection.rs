@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::command::{Command, Outcome, Session, Shared, Tally, Wait};
+use crate::command::{Command, Outcome, Session, Shared, Tally, Wait, WIRE_NAMES};
 use crate::protocol::{Reply, RequestDecoder};
 
 /// Bytes asked of the socket per read (Redis: PROTO_IOBUF_LEN). The buffer lives only while the client is
@@ -109,7 +109,7 @@ where
     // and each async fn between it and the wait would keep its own copies of what it is given. So the task holds
     // the connection's state once, in one struct, and besides it only the wait of the moment.
     let session = Session::new(&shared, peer);
-    let mut decoder = RequestDecoder::new(shared.config.limits);
+    let mut decoder = RequestDecoder::new(shared.config.limits).with_shared_words(&WIRE_NAMES);
     decoder.set_unauthenticated(!session.authenticated);
     let mut conn = Connection {
         stream,

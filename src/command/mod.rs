@@ -15,7 +15,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use crate::protocol::{string2ll, Reply};
+use crate::protocol::{string2ll, Reply, SharedWords};
 
 pub use client::ClientCmd;
 pub use command_docs::CommandCmd;
@@ -292,6 +292,36 @@ const NAME_WORDS: [u64; Command::NAMES.len()] = {
     words
 };
 
+/// Every command name as clients send it, upper case (client libraries, redis-cli as typed) or lower, the most
+/// used first: the words the request decoder gives as static copies
+/// ([`crate::protocol::RequestDecoder::with_shared_words`]).
+pub static WIRE_NAMES: SharedWords = SharedWords(&[
+    b"DISCOVER",
+    b"PING",
+    b"MEMBERS",
+    b"discover",
+    b"ping",
+    b"members",
+    b"INFO",
+    b"info",
+    b"HELLO",
+    b"hello",
+    b"AUTH",
+    b"auth",
+    b"CLIENT",
+    b"client",
+    b"COMMAND",
+    b"command",
+    b"ECHO",
+    b"echo",
+    b"QUIT",
+    b"quit",
+    b"RESET",
+    b"reset",
+    b"SELECT",
+    b"select",
+]);
+
 fn unknown(name: &Bytes, rest: &[Bytes]) -> CommandError {
     let mut args = String::new();
     for a in rest {
@@ -376,6 +406,16 @@ mod tests {
         assert_eq!(table, Command::NAMES);
         assert_eq!(parse(&["DISCOVER", "c1"]).unwrap().name(), "discover");
         assert_eq!(parse(&["select", "0"]).unwrap().name(), "select");
+    }
+
+    #[test]
+    fn wire_names_are_every_name_in_upper_and_lower_case() {
+        let mut wire: Vec<Vec<u8>> = WIRE_NAMES.0.iter().map(|w| w.to_vec()).collect();
+        let mut both: Vec<Vec<u8>> =
+            Command::NAMES.iter().flat_map(|n| [n.as_bytes().to_vec(), n.to_ascii_uppercase().into_bytes()]).collect();
+        wire.sort();
+        both.sort();
+        assert_eq!(wire, both);
     }
 
     #[test]

@@ -111,7 +111,18 @@ pub struct RequestDecoder {
     consumed: usize,
     /// Whether the smaller limits of a client that has yet to authenticate apply.
     unauthenticated: bool,
+    /// Words a request's first argument is taken as, when it is one of them: a static copy costs no reference
+    /// count to lend and to let go, where a slice of the read buffer costs an atomic add for each.
+    shared_words: &'static SharedWords,
 }
+
+/// Words a decoder gives as static copies ([`RequestDecoder::with_shared_words`]), held by reference so that the
+/// decoder, which every connection's task holds, grows by one pointer.
+#[derive(Debug)]
+pub struct SharedWords(pub &'static [&'static [u8]]);
+
+/// No shared words.
+static NO_WORDS: SharedWords = SharedWords(&[]);
 
 impl Default for RequestDecoder {
     fn default() -> Self {
@@ -122,7 +133,21 @@ impl Default for RequestDecoder {
 impl RequestDecoder {
     /// A decoder with these limits.
     pub fn new(limits: DecodeLimits) -> Self {
-        RequestDecoder { limits, state: State::Idle, args: Vec::new(), scanned: 0, consumed: 0, unauthenticated: false }
+        RequestDecoder {
+            limits,
+            state: State::Idle,
+            args: Vec::new(),
+            scanned: 0,
+            consumed: 0,
+            unauthenticated: false,
+            shared_words: &NO_WORDS,
+        }
+    }
+
+    /// A decoder that gives a request's first argument as one of these words, when it is one, rather than as a
+    /// slice of the read buffer: the command names clients send, in the case they send them.
+    pub fn with_shared_words(self, words: &'static SharedWords) -> Self {
+        RequestDecoder { shared_words: words, ..self }
     }
 
     /// Applies Redis's smaller limits for a client that must authenticate and has not (yet, or again after
@@ -364,7 +389,14 @@ impl RequestDecoder {
             return false;
         }
         let mut taken = 0;
-        for &(start, len) in &spans[..count] {
+        for (i, &(start, len)) in spans[..count].iter().enumerate() {
+            if i == 0 {
+                let name = &src[start..start + len];
+                if let Some(word) = self.shared_words.0.iter().find(|w| **w == name) {
+                    self.args.push(Bytes::from_static(word));
+                    continue;
+                }
+            }
             src.advance(start - taken);
             self.args.push(src.split_to(len).freeze());
             taken = start + len;
@@ -572,7 +604,8 @@ mod tests {
     use super::*;
 
     fn decode_all(input: &[u8], limits: DecodeLimits) -> (Vec<Vec<Vec<u8>>>, Option<String>) {
-        let mut decoder = RequestDecoder::new(limits);
+        static WORDS: SharedWords = SharedWords(&[b"PING", b"ECHO", b"DISCOVER"]);
+        let mut decoder = RequestDecoder::new(limits).with_shared_words(&WORDS);
         let mut buf = BytesMut::from(input);
         let mut out = Vec::new();
         loop {
@@ -726,6 +759,21 @@ mod tests {
         decoder.set_unauthenticated(true);
         decoder.set_unauthenticated(false);
         assert!(decoder.decode(&mut BytesMut::from(&b"*11\r\n"[..])).expect("signed in").is_none());
+    }
+
+    #[test]
+    fn a_first_argument_that_is_a_shared_word_is_given_as_that_word() {
+        static WORDS: SharedWords = SharedWords(&[b"ECHO", b"PING"]);
+        let mut decoder = RequestDecoder::default().with_shared_words(&WORDS);
+        let mut buf = BytesMut::from(&b"*2\r\n$4\r\nECHO\r\n$4\r\nPING\r\n*1\r\n$4\r\nping\r\n"[..]);
+        let args = decoder.decode_borrowed(&mut buf).unwrap().expect("a whole request");
+        assert_eq!(args, [&b"ECHO"[..], b"PING"]);
+        assert_eq!(args[0].as_ptr(), WORDS.0[0].as_ptr(), "the name is the shared word");
+        assert_ne!(args[1].as_ptr(), WORDS.0[1].as_ptr(), "a later argument is never one");
+        // Words match exactly: another case is read from the buffer like any argument.
+        let args = decoder.decode_borrowed(&mut buf).unwrap().expect("a whole request");
+        assert_eq!(args, [&b"ping"[..]]);
+        assert!(buf.is_empty());
     }
 
     #[test]
