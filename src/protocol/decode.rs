@@ -36,9 +36,6 @@ pub const UNAUTHENTICATED_MAX_ARGS: i64 = 10;
 /// Longest bulk string from a client that must authenticate and has not yet (Redis: a fixed 16384).
 pub const UNAUTHENTICATED_MAX_BULK_LEN: i64 = 16384;
 
-/// Most digits a count may have to be read on the fast path: 18 always fit an i64.
-const FAST_COUNT_DIGITS: usize = 18;
-
 /// Malformed input: the connection answers `-ERR Protocol error: <this>` and closes, as Redis does.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
@@ -198,28 +195,14 @@ impl RequestDecoder {
     ) -> Result<Option<(Option<i64>, usize)>, ProtocolError> {
         // What clients send: a few digits, no sign, no leading zero, then CRLF; read in one pass. Anything else
         // takes the general path, which has the exact error for each case.
-        let mut count = 0i64;
-        let mut end = 1;
-        while let Some(&digit @ b'0'..=b'9') = src.get(end) {
-            if end > FAST_COUNT_DIGITS {
-                break;
-            }
-            count = count * 10 + i64::from(digit - b'0');
-            end += 1;
-        }
-        let digits = end - 1;
-        end += 1;
-        if (1..=FAST_COUNT_DIGITS).contains(&digits)
-            && (src[1] != b'0' || digits == 1)
-            && src.get(end - 1..=end) == Some(b"\r\n")
-            && end <= max_len
-        {
+        if let Some((count, next)) = plain_count(src, 0, src[0], max_len) {
             self.scanned = 0;
-            self.consumed += end + 1;
+            self.consumed += next;
             if self.consumed > self.limits.max_request_len {
                 return Err(ProtocolError::RequestTooLarge);
             }
-            return Ok(Some((Some(count), end)));
+            // At most nine digits: the count fits an i64.
+            return Ok(Some((Some(count as i64), next - 1)));
         }
         let Some(end) = self.line_end(src, max_len, too_long)? else {
             return Ok(None);
@@ -353,7 +336,7 @@ impl RequestDecoder {
 /// Most arguments a request may have to be taken in one pass by [`RequestDecoder::take_whole_request`].
 const WHOLE_MAX_ARGS: usize = 8;
 
-/// Most digits of a count read by [`plain_count`]: any nine-digit number fits every limit's type.
+/// Most digits of a count read by [`plain_count`]: any nine-digit number fits every limit's type and an i64.
 const PLAIN_COUNT_DIGITS: usize = 9;
 
 impl RequestDecoder {
