@@ -86,11 +86,7 @@ impl Default for ServerStats {
 impl ServerStats {
     /// Counts one call of a command, by its [`Command::index`], and whether it answered an error.
     pub fn record(&self, command: usize, failed: bool) {
-        let (calls, failures) = &self.calls[command];
-        calls.fetch_add(1, Ordering::Relaxed);
-        if failed {
-            failures.fetch_add(1, Ordering::Relaxed);
-        }
+        self.tally().count(command, failed);
     }
 
     /// A tally of calls for one connection's batch of requests, added to these counters when it is dropped.
