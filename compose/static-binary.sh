@@ -20,6 +20,17 @@ if ! command -v musl-gcc >/dev/null; then
     || die "musl-tools is missing and apt-get could not install it: install musl-tools and rerun"
 fi
 export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc}
+# Run from a test (cluster.sh under cargo test), this script inherits the variables cargo sets for the test
+# binary (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...). A build script that reads them (ring's does) is rerun when
+# they change, and with it the whole TLS stack and rediscover are rebuilt: they are cleared, so the build is the
+# same whether a shell or a test asks for it.
+for var in $(compgen -e); do
+  case $var in
+    CARGO_MANIFEST_* | CARGO_PKG_* | CARGO_CRATE_NAME | CARGO_BIN_* | CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | OUT_DIR)
+      unset "$var"
+      ;;
+  esac
+done
 cargo build --quiet --release --locked --target "$musl_target" \
   || die "cargo build --release --target $musl_target failed: fix the build and rerun"
 echo "target/$musl_target/release/rediscover"
