@@ -120,6 +120,9 @@ fn compose_cluster_forms_grows_fails_over_and_goes_away() {
     let (victim, heir) = replicated_master(&nodes);
     let acked = write_acknowledged(&victim.addr, "acked");
     let victim_container = container_of(&project, &victim.addr);
+    // Room for Redis's shutdown-timeout (10 s of waiting for lagging replicas) before Docker kills it.
+    let grace = run_ok("docker", &["inspect", "-f", "{{.Config.StopTimeout}}", &victim_container]);
+    assert_eq!(grace, "20", "a node's stop timeout outlasts Redis's shutdown-timeout");
     run_ok("docker", &["stop", &victim_container]);
     let survivor = nodes.iter().find(|n| n.id != victim.id).map(|n| n.addr.clone()).expect("another node");
     eventually("the replica promoted and cluster_state:ok", || promoted(&survivor, &heir));
