@@ -33,10 +33,10 @@ docker info >/dev/null 2>&1 || die "the Docker engine does not answer: start doc
 # The base images and the static binary that compose/ uses without a registry (kept when present).
 redis_base=$(compose/offline-images.sh | tail -n 1)
 
-# Each cluster test is a compose project of its own, whose built images go at `down`; docker-compose v1 builds with
-# Docker's legacy builder, whose cache lives only in images. These two tags keep the layers of compose/'s two
-# Dockerfiles, built from what the tests build them from, so that a test's build is a cache hit of a second rather
-# than ten seconds of new layers.
+# Each cluster test builds the images of a compose project or a stack of its own and removes them at its end.
+# Without BuildKit (docker-compose v1, or no buildx) Docker's builder keeps its cache only in images: these two
+# tags keep the layers of compose/'s two Dockerfiles, built from what the tests build them from, so that a test's
+# build is a cache hit of a second rather than ten seconds of new layers.
 docker build -q -t rediscover-test/node-layers --build-arg "REDIS_IMAGE=$redis_base" -f compose/redis/Dockerfile \
   compose >/dev/null 2>&1 || die "docker build of compose/redis/Dockerfile failed: run it by hand to see why"
 docker build -q -t rediscover-test/discover-layers -f compose/discover/Dockerfile.prebuilt compose/discover \
