@@ -1,5 +1,6 @@
-//! The life of a compose cluster after it formed: scaled in with `cluster.sh scale N`, and a node whose
-//! container is destroyed forgotten by every node and replaced; keys checked before and after every step.
+//! The life of a compose cluster after it formed: scaled in with `cluster.sh scale N`, and masters whose
+//! containers are destroyed taken over by their replicas, forgotten by every node and replaced; keys checked
+//! before and after every step.
 
 mod common;
 
@@ -8,8 +9,7 @@ use std::time::Instant;
 
 use common::cluster::{
     cluster_nodes, container_of, eventually, info_field, masters_and_replicas, node_cmd, one_at_a_time, promoted,
-    read_acknowledged, read_keys, replicated_master, settled, volumes_of, write_acknowledged, write_keys, NodeLine,
-    Project, KEYS,
+    read_acknowledged, read_keys, settled, volumes_of, write_acknowledged, write_keys, NodeLine, Project, KEYS,
 };
 use common::run_ok;
 
@@ -222,7 +222,7 @@ fn scale_in_moves_the_slots_away_and_forgets_the_removed_nodes() {
 }
 
 #[test]
-fn a_destroyed_master_is_forgotten_everywhere_and_replaced() {
+fn two_destroyed_masters_of_three_are_taken_over_forgotten_everywhere_and_replaced() {
     let _serial = one_at_a_time();
     let project = Project::new();
     let (nodes, _) = up_six_with_keys(&project);
@@ -249,31 +249,53 @@ fn a_destroyed_master_is_forgotten_everywhere_and_replaced() {
     let nodes = eventually("the stopped replica back", || settled(&project, 6));
     read_keys(&others[0], "key:", KEYS).unwrap_or_else(|e| panic!("keys after the stop: {e}"));
 
-    // A master with writes a replica acknowledged has its container destroyed.
-    let (victim, heir) = replicated_master(&nodes);
-    let acked = write_acknowledged(&victim.addr, "acked");
-    let victim_container = container_of(&project, &victim.addr);
-    let survivor = nodes.iter().find(|n| n.id != victim.id).map(|n| n.addr.clone()).expect("another node");
+    // Two of the three masters, each with writes its replica acknowledged, have their containers destroyed at
+    // once. The master left can neither flag them failed nor elect a replica alone: Redis never fails them over
+    // by itself. The manager knows from rediscover that their containers are gone, and has a replica take over.
+    let (masters, replicas) = masters_and_replicas(&nodes);
+    let victims: Vec<(NodeLine, String)> = masters
+        .iter()
+        .filter_map(|m| replicas.iter().find(|r| r.master_id == m.id).map(|r| ((*m).clone(), r.id.clone())))
+        .take(2)
+        .collect();
+    assert_eq!(victims.len(), 2, "two masters with a replica: {nodes:?}");
+    let acked: Vec<String> =
+        victims.iter().enumerate().flat_map(|(i, (v, _))| write_acknowledged(&v.addr, &format!("acked{i}"))).collect();
+    let containers: Vec<String> = victims.iter().map(|(v, _)| container_of(&project, &v.addr)).collect();
+    let survivor = nodes
+        .iter()
+        .find(|n| victims.iter().all(|(v, heir)| n.id != v.id && n.id != *heir))
+        .map(|n| n.addr.clone())
+        .expect("a node that is neither destroyed nor an heir");
     let start = Instant::now();
-    run_ok("docker", &["rm", "-f", "-v", &victim_container]);
+    let mut rm = vec!["rm", "-f", "-v"];
+    rm.extend(containers.iter().map(String::as_str));
+    run_ok("docker", &rm);
 
-    eventually("the replica promoted and cluster_state:ok", || promoted(&survivor, &heir));
+    eventually("both replicas promoted and cluster_state:ok", || {
+        victims.iter().try_for_each(|(_, heir)| promoted(&survivor, heir))
+    });
     let failover = start.elapsed();
-    read_keys(&survivor, "key:", KEYS).unwrap_or_else(|e| panic!("keys after the failover: {e}"));
+    // Every node sees the other promotion soon after the survivor does.
+    eventually("keys after the failover", || read_keys(&survivor, "key:", KEYS));
     read_acknowledged(&survivor, &acked).unwrap_or_else(|e| panic!("after the failover: {e}"));
+    // One takeover at least; it gives the masters a majority again, so the other may be Redis's own election.
+    let log = project.manager_log();
+    let taken_over = log.lines().filter(|l| l.contains("CLUSTER FAILOVER TAKEOVER")).count();
+    assert!((1..=2).contains(&taken_over), "{taken_over} takeovers by the manager:\n{log}");
 
-    eventually("the destroyed master forgotten by every node", || {
+    eventually("the destroyed masters forgotten by every node", || {
         knows_only_the_running(&project)?;
         let members = project.expected_members();
-        match members.iter().find(|m| cluster_nodes(m).iter().any(|n| n.id == victim.id)) {
-            Some(m) => Err(format!("{m} still knows {}", victim.id)),
+        match members.iter().find(|m| cluster_nodes(m).iter().any(|n| victims.iter().any(|(v, _)| n.id == v.id))) {
+            Some(m) => Err(format!("{m} still knows a destroyed master")),
             None => Ok(()),
         }
     });
     let forgotten = start.elapsed();
 
     // Nothing recreates a removed container by itself (a restart policy restarts, it does not recreate):
-    // scale brings the count back, and the new node becomes the replica of the master that lacks one.
+    // scale brings the count back, and the new nodes become the replicas of the masters that lack one.
     let (line, took) = project.cluster_sh_ok(&["scale", "6"]);
     eprintln!("lifecycle: scale 6 after the loss: {line}; {:.1} s", took.as_secs_f64());
     let nodes = eventually("6 nodes, 3 masters with a replica each", || {
@@ -282,10 +304,10 @@ fn a_destroyed_master_is_forgotten_everywhere_and_replaced() {
         every_master_replicated(&nodes, 3).map(|()| nodes)
     });
     let replaced = start.elapsed();
-    assert!(nodes.iter().all(|n| n.id != victim.id), "the destroyed master is back: {nodes:?}");
+    assert!(nodes.iter().all(|n| victims.iter().all(|(v, _)| n.id != v.id)), "a destroyed master is back: {nodes:?}");
     eprintln!(
-        "lifecycle: master destroyed: failed over after {:.1} s, forgotten everywhere after {:.1} s, replaced \
-         (scale 6, new replica in sync) after {:.1} s",
+        "lifecycle: two masters destroyed: failed over after {:.1} s, forgotten everywhere after {:.1} s, replaced \
+         (scale 6, new replicas in sync) after {:.1} s",
         failover.as_secs_f64(),
         forgotten.as_secs_f64(),
         replaced.as_secs_f64()

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Forms a Redis Cluster from the nodes rediscover lists, then keeps adding every node that appears later:
-# as a replica of a master that has none, else as a master that gets its share of the slots; and forgets
-# every node whose container is gone. Every cluster operation is redis-cli's own (--cluster create,
-# add-node, rebalance, fix; CLUSTER MEET, REPLICATE, RESET, FORGET). POSIX sh.
+# as a replica of a master that has none, else as a master that gets its share of the slots; promotes the
+# replica of a master whose container is gone when no election does; and forgets every node whose container
+# is gone. Every cluster operation is redis-cli's own (--cluster create, add-node, rebalance, fix; CLUSTER
+# MEET, REPLICATE, RESET, FORGET, FAILOVER TAKEOVER). POSIX sh.
 #
 # It may be killed at any moment and started again: each round looks at the cluster as it is and finishes
 # what an interrupted round left. A create cut short is started over (its nodes never served, as none of
@@ -387,12 +388,12 @@ container_gone() {
   return 1
 }
 
-# Forgets, on every running node, each node that some node flags as failed, that serves no slot (a master's
-# slots went to its replica) and whose container no longer exists. Every node must forget it within a
-# minute, before gossip would bring it back (CLUSTER FORGET bans the id for 60 s); a node that comes back
-# later still knowing it is seen failed there and told to forget in a later round.
+# members views: forgets, on every running node, each node that some node flags as failed, that serves no
+# slot (a master's slots went to its replica) and whose container no longer exists. Every node must forget it
+# within a minute, before gossip would bring it back (CLUSTER FORGET bans the id for 60 s); a node that comes
+# back later still knowing it is seen failed there and told to forget in a later round.
 forget_gone() {
-  failed=$(for m in $1; do node "$m" CLUSTER NODES 2>/dev/null; done | awk '
+  failed=$(echo "$2" | awk '
     $3 ~ /(^|,)fail(,|$)/ && $3 !~ /myself/ && NF == 8 { split($2, a, ","); print $1, a[1] }' | sort -u)
   [ -n "$failed" ] || return 0
   # shellcheck disable=SC2086 # the members, one word each
@@ -411,6 +412,60 @@ forget_gone() {
   done
 }
 
+# What every member says in CLUSTER NODES, each list after a line "view ADDRESS".
+views_of() {
+  for m in $1; do
+    echo "view $m"
+    node "$m" CLUSTER NODES 2>/dev/null || true
+  done
+}
+
+# views: promotes, with CLUSTER FAILOVER TAKEOVER, the replica of a master whose container is gone, once two
+# node timeouts have passed since the replica first flagged that master down and no election promoted it. An
+# election needs the votes of most masters: when most of them went at once, the rest can neither flag them
+# failed nor vote, and the cluster would stay down for good; and an election whose votes went astray is tried
+# again only after two more node timeouts. A takeover needs no votes, so it is used only on Docker's word that
+# the old master cannot come back (a stopped container, or a Docker that does not answer, never counts). Among
+# several replicas, the one that holds the most of the master's data; one that never synced is not promoted.
+down_since=
+take_over_gone() {
+  # "master-id replica-address" for each replica that flags its master down (fail or fail?).
+  orphans=$(echo "$1" | awk '
+    function flush() { if (me != "" && master != "" && flags[master] ~ /fail/) print master, me; me = ""; master = "" }
+    $1 == "view" { flush(); me = $2; split("", flags); next }
+    { flags[$1] = $3 }
+    $3 ~ /myself/ && $3 ~ /slave/ { master = $4 }
+    END { flush() }')
+  now_s=$(date +%s)
+  kept=
+  for master in $(echo "$orphans" | awk '{ print $1 }' | sort -u); do
+    since=$(echo "$down_since" | tr ' ' '\n' | sed -n "s/^$master=//p")
+    [ -n "$since" ] || since=$now_s
+    kept="$kept $master=$since"
+    best=
+    best_offset=-1
+    for r in $(echo "$orphans" | awk -v m="$master" '$1 == m { print $2 }'); do
+      timeout_ms=$(node "$r" CONFIG GET cluster-node-timeout 2>/dev/null | tail -n 1)
+      case $timeout_ms in "" | *[!0-9]*) timeout_ms=15000 ;; esac
+      [ $((now_s - since)) -ge $((2 * timeout_ms / 1000)) ] || continue 2
+      replication=$(node "$r" INFO replication 2>/dev/null | tr -d '\r')
+      offset=$(echo "$replication" | sed -n 's/^slave_repl_offset://p')
+      down_for=$(echo "$replication" | sed -n 's/^master_link_down_since_seconds://p')
+      # -1: the link to its master never came up.
+      case $down_for in "" | *[!0-9]*) continue ;; esac
+      case $offset in "" | *[!0-9]*) continue ;; esac
+      [ "$offset" -gt "$best_offset" ] || continue
+      best=$r
+      best_offset=$offset
+    done
+    [ -n "$best" ] || continue
+    container_gone "$master" || continue
+    say "$master is down and its container is gone, and no election promoted a replica in $((now_s - since)) s: $best takes over (CLUSTER FAILOVER TAKEOVER)"
+    node "$best" CLUSTER FAILOVER TAKEOVER >/dev/null || say "$best refused to take over (see its reply above): asking again next round"
+  done
+  down_since=$kept
+}
+
 # True when the cluster knows every member at its address. A node can leave the cluster while the member
 # list stays the same (redis-cli --cluster del-node, CLUSTER RESET): a round then looks at it too.
 all_known() {
@@ -427,7 +482,9 @@ while :; do
   if listed=$(members WITHNAMES 2>&1); then
     now=$(echo "$listed" | awk 'NR % 2')
     learn_names "$listed"
-    forget_gone "$now"
+    views=$(views_of "$now")
+    take_over_gone "$views"
+    forget_gone "$now" "$views"
     if [ "$now" = "$seen" ] && all_known "$now"; then
       # Every member is known at its address: none is a forgotten node.
       suspects=
