@@ -272,11 +272,24 @@ forgotten() {
 # Brings every member into the cluster; fails when something is left for the next round.
 reconcile() {
   if ! entry=$(entry_node "$1"); then
-    # After many nodes restarted at once under new host ports, none may find the others: introduce every
-    # node to the first again. Each kept its id in nodes.conf, so the cluster takes the new addresses.
-    say "no node reports cluster_state:ok: introducing the nodes to each other again"
+    # After many nodes restarted at once under new host ports, none may find the others: introduce to the
+    # first every node it does not know at its address. Each kept its id in nodes.conf, so the cluster takes
+    # the new addresses. A node it knows where it is gets no MEET, as while a master fails over: a MEET opens
+    # a new link, for which the receiver drops the link it had from the first node, and a vote sent on that
+    # link meanwhile is lost (the election is tried again only two node timeouts later).
     set -- $1
+    [ $# -gt 0 ] || return 1
+    known=$(node "$1" CLUSTER NODES 2>/dev/null | awk '{ split($2, a, ","); print a[1] }') || known=
+    unknown=
     for m in "$@"; do
+      echo "$known" | grep -qxF "$m" || unknown="$unknown $m"
+    done
+    if [ -z "$unknown" ]; then
+      say_once "no node reports cluster_state:ok, and $1 knows every node where it is: waiting"
+      return 1
+    fi
+    say "no node reports cluster_state:ok: introducing$unknown to $1"
+    for m in $unknown; do
       ip=${m%%:*}
       rest=${m#*:}
       node "$1" CLUSTER MEET "$ip" "${rest%@*}" "${rest#*@}" >/dev/null 2>&1 || true
@@ -412,11 +425,33 @@ forget_gone() {
   done
 }
 
-# What every member says in CLUSTER NODES, each list after a line "view ADDRESS".
+# What every member says in CLUSTER NODES and INFO replication (one redis-cli each), after a line "view ADDRESS".
 views_of() {
   for m in $1; do
     echo "view $m"
-    node "$m" CLUSTER NODES 2>/dev/null || true
+    printf 'CLUSTER NODES\nINFO replication\n' | node "$m" 2>/dev/null | tr -d '\r' || true
+  done
+}
+
+# views: tells a replica that replicates from another address than the one it knows its master at to replicate
+# that master again. Redis moves a replica's replication to its master's new address when the master's own PING
+# brings it, not when another node's gossip does: after every node came back under new host ports at once (a
+# reboot), a replica could go on asking the old address for good, or whichever node Docker gave it to next.
+repoint_replicas() {
+  echo "$1" | awk '
+    function flush() {
+      if (me != "" && master != "" && addr[master] != "" && host != "" && index(addr[master], host ":" port "@") != 1)
+        print me, master
+      me = ""; master = ""; host = ""; port = ""
+    }
+    $1 == "view" { flush(); me = $2; split("", addr); next }
+    NF >= 8 { split($2, a, ","); addr[$1] = a[1] }
+    $3 ~ /myself/ && $3 ~ /slave/ { master = $4 }
+    /^master_host:/ { host = substr($0, 13) }
+    /^master_port:/ { port = substr($0, 13) }
+    END { flush() }' | while read -r replica master; do
+    say "$replica replicates from an address its master $master has left: CLUSTER REPLICATE $master on it"
+    node "$replica" CLUSTER REPLICATE "$master" >/dev/null || true
   done
 }
 
@@ -484,6 +519,7 @@ while :; do
     learn_names "$listed"
     views=$(views_of "$now")
     take_over_gone "$views"
+    repoint_replicas "$views"
     forget_gone "$now" "$views"
     if [ "$now" = "$seen" ] && all_known "$now"; then
       # Every member is known at its address: none is a forgotten node.
