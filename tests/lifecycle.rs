@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use common::cluster::{
     cluster_nodes, container_of, eventually, info_field, masters_and_replicas, node_cmd, one_at_a_time, promoted,
-    read_acknowledged, read_keys, settled, volumes_of, write_acknowledged, write_keys, NodeLine, Project, KEYS,
+    read_acknowledged, read_keys, replicated_masters, settled, volumes_of, write_acknowledged, write_keys, NodeLine,
+    Project, KEYS,
 };
 use common::run_ok;
 
@@ -252,12 +253,7 @@ fn two_destroyed_masters_of_three_are_taken_over_and_replaced_then_every_node_re
     // Two of the three masters, each with writes its replica acknowledged, have their containers destroyed at
     // once. The master left can neither flag them failed nor elect a replica alone: Redis never fails them over
     // by itself. The manager knows from rediscover that their containers are gone, and has a replica take over.
-    let (masters, replicas) = masters_and_replicas(&nodes);
-    let victims: Vec<(NodeLine, String)> = masters
-        .iter()
-        .filter_map(|m| replicas.iter().find(|r| r.master_id == m.id).map(|r| ((*m).clone(), r.id.clone())))
-        .take(2)
-        .collect();
+    let victims: Vec<(NodeLine, String)> = replicated_masters(&nodes).into_iter().take(2).collect();
     assert_eq!(victims.len(), 2, "two masters with a replica: {nodes:?}");
     let acked: Vec<String> =
         victims.iter().enumerate().flat_map(|(i, (v, _))| write_acknowledged(&v.addr, &format!("acked{i}"))).collect();

@@ -477,14 +477,16 @@ pub fn read_acknowledged(entry: &str, keys: &[String]) -> Result<(), String> {
 
 /// A master that has a replica, and the id of that replica.
 pub fn replicated_master(nodes: &[NodeLine]) -> (NodeLine, String) {
+    replicated_masters(nodes).into_iter().next().expect("a master with a replica")
+}
+
+/// Every master that has a replica, each with the id of one of its replicas.
+pub fn replicated_masters(nodes: &[NodeLine]) -> Vec<(NodeLine, String)> {
     let (masters, replicas) = masters_and_replicas(nodes);
-    let master = masters
+    masters
         .iter()
-        .find(|m| replicas.iter().any(|r| r.master_id == m.id))
-        .map(|m| (*m).clone())
-        .expect("a master with a replica");
-    let heir = replicas.iter().find(|r| r.master_id == master.id).map(|r| r.id.clone()).expect("its replica");
-    (master, heir)
+        .filter_map(|m| replicas.iter().find(|r| r.master_id == m.id).map(|r| ((*m).clone(), r.id.clone())))
+        .collect()
 }
 
 /// Ok once `survivor` reports cluster_state:ok and sees `heir` as a master that serves slots.
