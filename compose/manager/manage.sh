@@ -433,26 +433,39 @@ views_of() {
   done
 }
 
+# views: a line per replica: its address, its master's id, that master's flags and address as the replica
+# sees them, the host:port it replicates from, its slave_repl_offset and its master_link_down_since_seconds
+# (Redis gives the last only while the link is down; -1 when it never came up). "-" stands for what it
+# does not say.
+replicas_in() {
+  echo "$1" | awk '
+    function dash(s) { return s == "" ? "-" : s }
+    function flush() {
+      if (me != "" && master != "")
+        print me, master, dash(flags[master]), dash(addr[master]),
+          (host == "" ? "-" : host ":" port), dash(offset), dash(down)
+      me = ""; master = ""; host = ""; port = ""; offset = ""; down = ""
+    }
+    $1 == "view" { flush(); me = $2; split("", flags); split("", addr); next }
+    NF >= 8 { split($2, a, ","); addr[$1] = a[1]; flags[$1] = $3 }
+    $3 ~ /myself/ && $3 ~ /slave/ { master = $4 }
+    /^master_host:/ { host = substr($0, 13) }
+    /^master_port:/ { port = substr($0, 13) }
+    /^slave_repl_offset:/ { offset = substr($0, 19) }
+    /^master_link_down_since_seconds:/ { down = substr($0, 32) }
+    END { flush() }'
+}
+
 # views: tells a replica that replicates from another address than the one it knows its master at to replicate
 # that master again. Redis moves a replica's replication to its master's new address when the master's own PING
 # brings it, not when another node's gossip does: after every node came back under new host ports at once (a
 # reboot), a replica could go on asking the old address for good, or whichever node Docker gave it to next.
 repoint_replicas() {
-  echo "$1" | awk '
-    function flush() {
-      if (me != "" && master != "" && addr[master] != "" && host != "" && index(addr[master], host ":" port "@") != 1)
-        print me, master
-      me = ""; master = ""; host = ""; port = ""
-    }
-    $1 == "view" { flush(); me = $2; split("", addr); next }
-    NF >= 8 { split($2, a, ","); addr[$1] = a[1] }
-    $3 ~ /myself/ && $3 ~ /slave/ { master = $4 }
-    /^master_host:/ { host = substr($0, 13) }
-    /^master_port:/ { port = substr($0, 13) }
-    END { flush() }' | while read -r replica master; do
-    say "$replica replicates from an address its master $master has left: CLUSTER REPLICATE $master on it"
-    node "$replica" CLUSTER REPLICATE "$master" >/dev/null || true
-  done
+  replicas_in "$1" | awk '$4 != "-" && $5 != "-" && index($4, $5 "@") != 1 { print $1, $2 }' |
+    while read -r replica master; do
+      say "$replica replicates from an address its master $master has left: CLUSTER REPLICATE $master on it"
+      node "$replica" CLUSTER REPLICATE "$master" >/dev/null || true
+    done
 }
 
 # views: promotes, with CLUSTER FAILOVER TAKEOVER, the replica of a master whose container is gone, once two
@@ -464,36 +477,23 @@ repoint_replicas() {
 # several replicas, the one that holds the most of the master's data; one that never synced is not promoted.
 down_since=
 take_over_gone() {
-  # "master-id replica-address" for each replica that flags its master down (fail or fail?).
-  orphans=$(echo "$1" | awk '
-    function flush() { if (me != "" && master != "" && flags[master] ~ /fail/) print master, me; me = ""; master = "" }
-    $1 == "view" { flush(); me = $2; split("", flags); next }
-    { flags[$1] = $3 }
-    $3 ~ /myself/ && $3 ~ /slave/ { master = $4 }
-    END { flush() }')
+  # "master-id replica-address offset link-down-seconds" for each replica that flags its master down (fail or
+  # fail?).
+  orphans=$(replicas_in "$1" | awk '$3 ~ /fail/ { print $2, $1, $6, $7 }')
   now_s=$(date +%s)
   kept=
   for master in $(echo "$orphans" | awk '{ print $1 }' | sort -u); do
     since=$(echo "$down_since" | tr ' ' '\n' | sed -n "s/^$master=//p")
     [ -n "$since" ] || since=$now_s
     kept="$kept $master=$since"
-    best=
-    best_offset=-1
-    for r in $(echo "$orphans" | awk -v m="$master" '$1 == m { print $2 }'); do
-      timeout_ms=$(node "$r" CONFIG GET cluster-node-timeout 2>/dev/null | tail -n 1)
-      case $timeout_ms in "" | *[!0-9]*) timeout_ms=15000 ;; esac
-      [ $((now_s - since)) -ge $((2 * timeout_ms / 1000)) ] || continue 2
-      replication=$(node "$r" INFO replication 2>/dev/null | tr -d '\r')
-      offset=$(echo "$replication" | sed -n 's/^slave_repl_offset://p')
-      down_for=$(echo "$replication" | sed -n 's/^master_link_down_since_seconds://p')
-      # -1: the link to its master never came up.
-      case $down_for in "" | *[!0-9]*) continue ;; esac
-      case $offset in "" | *[!0-9]*) continue ;; esac
-      [ "$offset" -gt "$best_offset" ] || continue
-      best=$r
-      best_offset=$offset
-    done
+    # The first of the largest offsets among replicas whose link to the master once came up.
+    best=$(echo "$orphans" | awk -v m="$master" '
+      $1 == m && $3 ~ /^[0-9]+$/ && $4 ~ /^[0-9]+$/ && (best == "" || $3 + 0 > offset) { best = $2; offset = $3 + 0 }
+      END { if (best != "") print best }')
     [ -n "$best" ] || continue
+    timeout_ms=$(node "$best" CONFIG GET cluster-node-timeout 2>/dev/null | tail -n 1)
+    case $timeout_ms in "" | *[!0-9]*) timeout_ms=15000 ;; esac
+    [ $((now_s - since)) -ge $((2 * timeout_ms / 1000)) ] || continue
     container_gone "$master" || continue
     say "$master is down and its container is gone, and no election promoted a replica in $((now_s - since)) s: $best takes over (CLUSTER FAILOVER TAKEOVER)"
     node "$best" CLUSTER FAILOVER TAKEOVER >/dev/null || say "$best refused to take over (see its reply above): asking again next round"
