@@ -33,4 +33,8 @@ for var in $(compgen -e); do
 done
 cargo build --quiet --release --locked --target "$musl_target" \
   || die "cargo build --release --target $musl_target failed: fix the build and rerun"
-echo "target/$musl_target/release/rediscover"
+# Where cargo put it: CARGO_TARGET_DIR, or a target-dir in cargo's configuration, moves it out of target/.
+target_dir=$(cargo metadata --quiet --locked --no-deps --format-version 1 \
+  | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+[ -n "$target_dir" ] || die "cargo metadata did not say where cargo builds"
+echo "$target_dir/$musl_target/release/rediscover"
