@@ -371,12 +371,7 @@ pub fn settled(project: &Project, known: usize) -> Result<Vec<NodeLine>, String>
         return Err("slots are still being moved".to_string());
     }
     let nodes = cluster_nodes(&first);
-    for replica in nodes.iter().filter(|n| n.is_replica()) {
-        let link = node_cmd(&replica.addr, &["info", "replication"]);
-        if !link.lines().any(|l| l == "master_link_status:up") {
-            return Err(format!("replica {} is not in sync with its master", replica.addr));
-        }
-    }
+    replicas_in_sync(&nodes)?;
     let seen: BTreeSet<String> = nodes.iter().filter(|l| !l.flags.contains("fail")).map(|l| l.addr.clone()).collect();
     if seen != members {
         return Err(format!("cluster nodes {seen:?} but Docker publishes {members:?}"));
@@ -487,6 +482,31 @@ pub fn replicated_masters(nodes: &[NodeLine]) -> Vec<(NodeLine, String)> {
         .iter()
         .filter_map(|m| replicas.iter().find(|r| r.master_id == m.id).map(|r| ((*m).clone(), r.id.clone())))
         .collect()
+}
+
+/// Ok once every replica in `nodes` has its replication link up, to its master's address as the cluster knows
+/// it: a replica can go on asking an address its master has left, which CLUSTER NODES does not show.
+pub fn replicas_in_sync(nodes: &[NodeLine]) -> Result<(), String> {
+    let (masters, replicas) = masters_and_replicas(nodes);
+    for replica in replicas {
+        let master = masters.iter().find(|m| m.id == replica.master_id).ok_or_else(|| {
+            format!("{} replicates {}, not a master that serves slots", replica.addr, replica.master_id)
+        })?;
+        let info = node_cmd(&replica.addr, &["info", "replication"]);
+        let field = |name: &str| {
+            info.lines().find_map(|l| l.strip_prefix(name).and_then(|l| l.strip_prefix(':'))).unwrap_or_default()
+        };
+        let from = format!("{}:{}", field("master_host"), field("master_port"));
+        let at = master.addr.split('@').next().unwrap_or_default();
+        if field("master_link_status") != "up" || from != at {
+            return Err(format!(
+                "{} replicates from {from}, link {:?}; its master is at {at}",
+                replica.addr,
+                field("master_link_status")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Ok once `survivor` reports cluster_state:ok and sees `heir` as a master that serves slots.
