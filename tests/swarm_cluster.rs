@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::cluster::redis_cli;
+use common::cluster::{redis_cli, SLOW_STEP};
 use common::{run, run_ok, unique};
 use engines::{Engines, Host};
 
@@ -56,7 +56,11 @@ impl Stack {
         if !out.status.success() {
             panic!("swarm.sh {args:?} failed:\n{stdout}\n{stderr}");
         }
-        (stdout, stderr, start.elapsed())
+        let took = start.elapsed();
+        if took > SLOW_STEP {
+            eprintln!("swarm.sh {args:?} took {took:.1?}; manager log:\n{}", self.manager_log());
+        }
+        (stdout, stderr, took)
     }
 
     /// The announce addresses (ip:port@bus) rediscover on this host lists.

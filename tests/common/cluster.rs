@@ -11,6 +11,8 @@ use super::{published_announce, run, run_ok};
 
 /// How long the cluster may take to settle after each step.
 pub const SETTLE: Duration = Duration::from_secs(240);
+/// A cluster.sh or swarm.sh step that takes longer has the manager's log printed, to show where the time went.
+pub const SLOW_STEP: Duration = Duration::from_secs(90);
 /// How long a cluster.sh that may build its images first may take to reach a step.
 pub const BUILD_AND_SETTLE: Duration = Duration::from_secs(600);
 /// Keys written from the host and read back after every step.
@@ -125,6 +127,9 @@ impl Project {
             String::from_utf8_lossy(&out.stdout),
             self.manager_log()
         );
+        if elapsed > SLOW_STEP {
+            eprintln!("cluster.sh {args:?} took {elapsed:.1?}; manager log:\n{}", self.manager_log());
+        }
         (String::from_utf8_lossy(&out.stdout).trim_end().to_string(), elapsed)
     }
 
