@@ -139,7 +139,7 @@ impl Project {
 
     /// The last lines a service's first container logged.
     pub fn log(&self, service: &str) -> String {
-        self.containers(service, true).first().map(|id| super::container_log(id, 150)).unwrap_or_default()
+        self.containers(service, true).first().map(|id| super::container_log(id, 400)).unwrap_or_default()
     }
 
     /// Container ids of a service, running ones only unless `all`.

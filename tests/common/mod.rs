@@ -372,10 +372,15 @@ pub fn run_ok(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// The last `lines` lines a container logged, its standard output then its standard error.
+/// The last `lines` lines a container logged, standard output and error merged by the time Docker took each
+/// line in (lines of the two streams a few microseconds apart may swap), that time before each.
 pub fn container_log(id: &str, lines: usize) -> String {
-    let out = run("docker", &["logs", "--tail", &lines.to_string(), id]);
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    let out = run("docker", &["logs", "--timestamps", "--tail", &lines.to_string(), id]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let mut all: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
+    // Docker's timestamps have a fixed width, so their text sorts as their time; the sort is stable.
+    all.sort_by_key(|l| l.split_once(' ').map_or(*l, |(time, _)| time));
+    all.join("\n")
 }
 
 /// The label that marks an image under [`TEST_IMAGE`] as built by [`ensure_test_image`], and by which recipe.
