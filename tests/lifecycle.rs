@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use common::cluster::{
     cluster_nodes, container_of, eventually, info_field, masters_and_replicas, node_cmd, one_at_a_time, promoted,
-    read_acknowledged, read_keys, replicated_masters, settled, volumes_of, write_acknowledged, write_keys, NodeLine,
-    Project, KEYS,
+    read_acknowledged, read_keys, replica_in_sync, replicated_masters, settled, volumes_of, write_acknowledged,
+    write_keys, NodeLine, Project, KEYS,
 };
 use common::run_ok;
 
@@ -132,17 +132,7 @@ fn scale_in_moves_the_slots_away_and_forgets_the_removed_nodes() {
         Ok(())
     });
     eventually("the leaving replica in sync with a staying master", || {
-        let link = node_cmd(&leaving_replica.addr, &["info", "replication"]);
-        if link.lines().any(|l| l == "master_link_status:up")
-            && link.contains(&format!(
-                "master_port:{}",
-                staying_master.addr.split(':').nth(1).and_then(|p| p.split('@').next()).unwrap_or_default()
-            ))
-        {
-            Ok(())
-        } else {
-            Err("not in sync".to_string())
-        }
+        replica_in_sync(&leaving_replica.addr, &staying_master.addr)
     });
     assert_eq!(node_cmd(&leaving_replica.addr, &["cluster", "failover"]).trim(), "OK");
     eventually("the leaving node a master", || {

@@ -489,29 +489,32 @@ pub fn replicated_masters(nodes: &[NodeLine]) -> Vec<(NodeLine, String)> {
         .collect()
 }
 
-/// Ok once every replica in `nodes` has its replication link up, to its master's address as the cluster knows
-/// it: a replica can go on asking an address its master has left, which CLUSTER NODES does not show.
+/// Ok once every replica in `nodes` is in sync with its master ([`replica_in_sync`]).
 pub fn replicas_in_sync(nodes: &[NodeLine]) -> Result<(), String> {
     let (masters, replicas) = masters_and_replicas(nodes);
     for replica in replicas {
         let master = masters.iter().find(|m| m.id == replica.master_id).ok_or_else(|| {
             format!("{} replicates {}, not a master that serves slots", replica.addr, replica.master_id)
         })?;
-        let info = node_cmd(&replica.addr, &["info", "replication"]);
-        let field = |name: &str| {
-            info.lines().find_map(|l| l.strip_prefix(name).and_then(|l| l.strip_prefix(':'))).unwrap_or_default()
-        };
-        let from = format!("{}:{}", field("master_host"), field("master_port"));
-        let at = master.addr.split('@').next().unwrap_or_default();
-        if field("master_link_status") != "up" || from != at {
-            return Err(format!(
-                "{} replicates from {from}, link {:?}; its master is at {at}",
-                replica.addr,
-                field("master_link_status")
-            ));
-        }
+        replica_in_sync(&replica.addr, &master.addr)?;
     }
     Ok(())
+}
+
+/// Ok once the node at `replica` has its replication link up, to `master`'s address: a replica can go on asking
+/// an address its master has left, which CLUSTER NODES does not show.
+pub fn replica_in_sync(replica: &str, master: &str) -> Result<(), String> {
+    let info = node_cmd(replica, &["info", "replication"]);
+    let field = |name: &str| {
+        info.lines().find_map(|l| l.strip_prefix(name).and_then(|l| l.strip_prefix(':'))).unwrap_or_default()
+    };
+    let from = format!("{}:{}", field("master_host"), field("master_port"));
+    let at = master.split('@').next().unwrap_or_default();
+    if field("master_link_status") == "up" && from == at {
+        Ok(())
+    } else {
+        Err(format!("{replica} replicates from {from}, link {:?}; its master is at {at}", field("master_link_status")))
+    }
 }
 
 /// Ok once `survivor` reports cluster_state:ok and sees `heir` as a master that serves slots.
