@@ -388,7 +388,7 @@ fn on_an_engine_in_no_swarm_up_makes_a_single_node_swarm_and_down_leaves_it() {
     println!("swarm: docker stop of a node: {:.1?}", stopping.elapsed());
     let code = run_ok("docker", &["inspect", "-f", "{{.State.ExitCode}}", &container]);
     if code != "143" {
-        let log = common::container_log(&container, 20);
+        let log = common::container_log(&container, Some(20));
         panic!("a node stopped by SIGTERM exits 143, this one {code}; its log ends:\n{log}");
     }
     engines::wait_for("the stopped node's slot running again, the cluster whole", SETTLE, || {

@@ -166,25 +166,48 @@ await_member() {
   return 1
 }
 
-# Waits until every node knows as many nodes as the entry node: a slot moves only between nodes that know
-# each other ("Unknown node" otherwise). A node that does not answer is not waited for: it is down, not yet
-# flagged so, and waiting on it would hold up forgetting it if its container is gone.
+# up_nodes NODE [roles]: the addresses of the nodes that NODE deems up (neither failed nor joining), one a
+# line; with "roles", each followed by =master or =replica.
+up_nodes() {
+  node "$1" CLUSTER NODES | awk -v roles="${2:-}" '$3 !~ /fail|handshake|noaddr/ {
+    split($2, a, ","); print a[1] (roles == "" ? "" : $3 ~ /master/ ? "=master" : "=replica") }'
+}
+
+# Waits until every node knows as many nodes as the entry node, and every master reports cluster_state:ok: a
+# slot moves only between nodes that know each other ("Unknown node" otherwise), and a master refuses the keys
+# of a move (CLUSTERDOWN) until it sees the cluster ok, which a node that just joined does only up to 5 s after
+# it learnt where every slot is (Redis's rejoin delay, the node timeout at most). A node that does not answer
+# is not waited for: it is down, not yet flagged so, and waiting on it would hold up forgetting it if its
+# container is gone.
 await_agreement() {
   want=$(info_field "$1" cluster_known_nodes)
   w=0
-  for a in $(node "$1" CLUSTER NODES | awk '$3 !~ /fail|handshake|noaddr/ { split($2, a, ","); print a[1] }'); do
-    until known=$(info_field "$a" cluster_known_nodes) && { [ -z "$known" ] || [ "$known" = "$want" ]; }; do
+  for a in $(up_nodes "$1" roles); do
+    until agrees "${a%=*}" "$want" "${a#*=}"; do
       w=$((w + 1))
-      [ "$w" -lt 30 ] || { say "$a does not know all $want nodes after 30 s"; return 1; }
+      if [ "$w" -ge 30 ]; then
+        say "${a%=*} does not know all $want nodes, or as a master does not report cluster_state:ok, after 30 s"
+        say_down "$1"
+        return 1
+      fi
       sleep 1
     done
   done
 }
 
+# agrees NODE COUNT ROLE: true when the node knows COUNT nodes and, when ROLE is master, reports
+# cluster_state:ok; or does not answer.
+agrees() {
+  info=$(node "$1" CLUSTER INFO 2>/dev/null | tr -d '\r')
+  [ -n "$info" ] || return 0
+  echo "$info" | grep -qx "cluster_known_nodes:$2" || return 1
+  [ "$3" != master ] || echo "$info" | grep -qx 'cluster_state:ok'
+}
+
 # CLUSTER NODES as every node that is up says of itself (its "myself" line), from the entry node's list:
 # gossip may not yet have told the entry node of a new replica, and a decision on that would undo it.
 self_view() {
-  for a in $(node "$1" CLUSTER NODES | awk '$3 !~ /fail|handshake|noaddr/ { split($2, a, ","); print a[1] }'); do
+  for a in $(up_nodes "$1"); do
     node "$a" CLUSTER NODES | awk '$3 ~ /myself/' || return 1
   done
 }
@@ -241,9 +264,20 @@ settle_slots() {
   check=$(cluster_op check "${1%@*}" 2>&1) || true
   if echo "$check" | grep -q 'slots in migrating state\|slots in importing state\|slots are open'; then
     say "a move was cut short: closing its open slot with redis-cli --cluster fix"
-    cluster_op fix "${1%@*}" --cluster-yes || return 1
+    cluster_op fix "${1%@*}" --cluster-yes || { say_down "$1"; return 1; }
   fi
-  cluster_op rebalance "${1%@*}" --cluster-use-empty-masters --cluster-yes
+  cluster_op rebalance "${1%@*}" --cluster-use-empty-masters --cluster-yes || { say_down "$1"; return 1; }
+}
+
+# After a move failed, or a wait for cluster_state:ok: says which node that is up reports the cluster down, and
+# how it sees the cluster (a master refuses the keys of a move, CLUSTERDOWN, while it does).
+say_down() {
+  for a in $(up_nodes "$1"); do
+    info=$(node "$a" CLUSTER INFO 2>/dev/null | tr -d '\r')
+    echo "$info" | grep -qx 'cluster_state:fail' || continue
+    say "$a reports cluster_state:fail: $(echo "$info" | grep '^cluster_\(slots\|known\|size\)' | tr '\n' ' ')"
+    node "$a" CLUSTER NODES | awk '{ print $1, $2, $3, $4, $7, $8, (NF > 8 ? NF - 8 " slot range(s)" : "") }' >&2
+  done
 }
 
 # forgotten ADDRESS ID NODES: true when the member, unknown to the cluster (NODES: CLUSTER NODES of the entry

@@ -137,9 +137,18 @@ impl Project {
         self.log("manager")
     }
 
+    /// All the manager logged, across its restarts.
+    pub fn whole_manager_log(&self) -> String {
+        self.log_lines("manager", None)
+    }
+
     /// The last lines a service's first container logged.
     pub fn log(&self, service: &str) -> String {
-        self.containers(service, true).first().map(|id| super::container_log(id, 400)).unwrap_or_default()
+        self.log_lines(service, Some(400))
+    }
+
+    fn log_lines(&self, service: &str, lines: Option<usize>) -> String {
+        self.containers(service, true).first().map(|id| super::container_log(id, lines)).unwrap_or_default()
     }
 
     /// Container ids of a service, running ones only unless `all`.

@@ -372,10 +372,11 @@ pub fn run_ok(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// The last `lines` lines a container logged, standard output and error merged by the time Docker took each
-/// line in (lines of the two streams a few microseconds apart may swap), that time before each.
-pub fn container_log(id: &str, lines: usize) -> String {
-    let out = run("docker", &["logs", "--timestamps", "--tail", &lines.to_string(), id]);
+/// The last `lines` lines a container logged (`None`: all of them), standard output and error merged by the time
+/// Docker took each line in (lines of the two streams a few microseconds apart may swap), that time before each.
+pub fn container_log(id: &str, lines: Option<usize>) -> String {
+    let tail = lines.map_or("all".to_string(), |n| n.to_string());
+    let out = run("docker", &["logs", "--timestamps", "--tail", &tail, id]);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let mut all: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
     // Docker's timestamps have a fixed width, so their text sorts as their time; the sort is stable.
