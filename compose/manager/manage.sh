@@ -303,6 +303,16 @@ forgotten() {
   [ $((now_s - since)) -ge "${FORGOTTEN_AFTER:-20}" ]
 }
 
+# unknown_to NODE MEMBERS [handshake]: the members that NODE's CLUSTER NODES does not list at their address,
+# each after a space; with "handshake", a node it is still shaking hands with counts as listed.
+unknown_to() {
+  listed_at=$(node "$1" CLUSTER NODES 2>/dev/null | awk -v hs="${3:-}" '
+    hs != "" || $3 !~ /handshake/ { split($2, a, ","); print a[1] }')
+  for m in $2; do
+    echo "$listed_at" | grep -qxF "$m" || printf ' %s' "$m"
+  done
+}
+
 # Brings every member into the cluster; fails when something is left for the next round.
 reconcile() {
   if ! entry=$(entry_node "$1"); then
@@ -313,11 +323,7 @@ reconcile() {
     # link meanwhile is lost (the election is tried again only two node timeouts later).
     set -- $1
     [ $# -gt 0 ] || return 1
-    known=$(node "$1" CLUSTER NODES 2>/dev/null | awk '{ split($2, a, ","); print a[1] }') || known=
-    unknown=
-    for m in "$@"; do
-      echo "$known" | grep -qxF "$m" || unknown="$unknown $m"
-    done
+    unknown=$(unknown_to "$1" "$*" handshake)
     if [ -z "$unknown" ]; then
       say_once "no node reports cluster_state:ok, and $1 knows every node where it is: waiting"
       return 1
@@ -539,10 +545,7 @@ take_over_gone() {
 # list stays the same (redis-cli --cluster del-node, CLUSTER RESET): a round then looks at it too.
 all_known() {
   e=$(entry_node "$1") || return 1
-  known=$(node "$e" CLUSTER NODES | awk '$3 !~ /handshake/ { split($2, a, ","); print a[1] }') || return 1
-  for m in $1; do
-    echo "$known" | grep -qxF "$m" || return 1
-  done
+  [ -z "$(unknown_to "$e" "$1")" ]
 }
 
 until form; do sleep 1; done
