@@ -58,7 +58,7 @@ impl Stack {
         }
         let took = start.elapsed();
         if took > SLOW_STEP {
-            eprintln!("swarm.sh {args:?} took {took:.1?}; manager log:\n{}", self.manager_log());
+            eprintln!("swarm.sh {args:?} took {took:.1?}; manager log:\n{}", self.manager_log(Some(400)));
         }
         (stdout, stderr, took)
     }
@@ -71,17 +71,16 @@ impl Stack {
 }
 
 impl Stack {
-    /// The last lines the cluster manager logged.
-    fn manager_log(&self) -> String {
-        let logs = run("docker", &["service", "logs", "--tail", "60", &format!("{}_manager", self.name)]);
-        format!("{}{}", String::from_utf8_lossy(&logs.stdout), String::from_utf8_lossy(&logs.stderr))
+    /// The last `lines` lines the cluster manager logged (`None`: all of them).
+    fn manager_log(&self, lines: Option<usize>) -> String {
+        common::docker_log(&["service", "logs"], &format!("{}_manager", self.name), lines)
     }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("manager log of stack {}:\n{}", self.name, self.manager_log());
+            eprintln!("manager log of stack {}:\n{}", self.name, self.manager_log(Some(400)));
         }
         let out = self.swarm_sh(&["down"]);
         if !out.status.success() {
@@ -290,6 +289,8 @@ fn a_cluster_spans_three_engines_grows_and_shrinks_with_no_replica_beside_its_ma
     let (stdout, _, took) = stack.swarm_sh_ok(&["scale", &grown.to_string()]);
     let (after_scale, _) = ok_line(&stdout, grown);
     println!("swarm: scale {size} -> {grown}: {after_scale} s ({took:.1?})");
+    let log = stack.manager_log(None);
+    assert!(!log.contains("CLUSTERDOWN"), "a move was refused by a master that saw the cluster down:\n{log}");
     let members = stack.members();
     let nodes = check_cluster(&members, grown);
     assert!(nodes.iter().filter(|n| n.master).count() >= size / 2, "{nodes:?}");

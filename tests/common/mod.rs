@@ -375,8 +375,13 @@ pub fn run_ok(program: &str, args: &[&str]) -> String {
 /// The last `lines` lines a container logged (`None`: all of them), standard output and error merged by the time
 /// Docker took each line in (lines of the two streams a few microseconds apart may swap), that time before each.
 pub fn container_log(id: &str, lines: Option<usize>) -> String {
+    docker_log(&["logs"], id, lines)
+}
+
+/// As [`container_log`], for `docker <command>` on `name`: `logs` of a container, `service logs` of a service.
+pub fn docker_log(command: &[&str], name: &str, lines: Option<usize>) -> String {
     let tail = lines.map_or("all".to_string(), |n| n.to_string());
-    let out = run("docker", &["logs", "--timestamps", "--tail", &tail, id]);
+    let out = run("docker", &[command, &["--timestamps", "--tail", &tail, name]].concat());
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let mut all: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
     // Docker's timestamps have a fixed width, so their text sorts as their time; the sort is stable.
