@@ -186,8 +186,8 @@ await_agreement() {
     until agrees "${a%=*}" "$want" "${a#*=}"; do
       w=$((w + 1))
       if [ "$w" -ge 30 ]; then
-        say "${a%=*} does not know all $want nodes, or as a master does not report cluster_state:ok, after 30 s"
-        say_down "$1"
+        say "${a%=*} $disagreement after 30 s; it sees:"
+        describe "${a%=*}"
         return 1
       fi
       sleep 1
@@ -196,11 +196,13 @@ await_agreement() {
 }
 
 # agrees NODE COUNT ROLE: true when the node knows COUNT nodes and, when ROLE is master, reports
-# cluster_state:ok; or does not answer.
+# cluster_state:ok; or does not answer. Else says why in $disagreement.
 agrees() {
   info=$(node "$1" CLUSTER INFO 2>/dev/null | tr -d '\r')
   [ -n "$info" ] || return 0
+  disagreement="knows $(echo "$info" | sed -n 's/^cluster_known_nodes://p') nodes, not $2"
   echo "$info" | grep -qx "cluster_known_nodes:$2" || return 1
+  disagreement="is a master and reports cluster_state:$(echo "$info" | sed -n 's/^cluster_state://p')"
   [ "$3" != master ] || echo "$info" | grep -qx 'cluster_state:ok'
 }
 
@@ -269,15 +271,21 @@ settle_slots() {
   cluster_op rebalance "${1%@*}" --cluster-use-empty-masters --cluster-yes || { say_down "$1"; return 1; }
 }
 
-# After a move failed, or a wait for cluster_state:ok: says which node that is up reports the cluster down, and
-# how it sees the cluster (a master refuses the keys of a move, CLUSTERDOWN, while it does).
+# After a move failed: says which node that is up reports the cluster down, and how it sees the cluster (a
+# master refuses the keys of a move, CLUSTERDOWN, while it does).
 say_down() {
   for a in $(up_nodes "$1"); do
     info=$(node "$a" CLUSTER INFO 2>/dev/null | tr -d '\r')
     echo "$info" | grep -qx 'cluster_state:fail' || continue
-    say "$a reports cluster_state:fail: $(echo "$info" | grep '^cluster_\(slots\|known\|size\)' | tr '\n' ' ')"
-    node "$a" CLUSTER NODES | awk '{ print $1, $2, $3, $4, $7, $8, (NF > 8 ? NF - 8 " slot range(s)" : "") }' >&2
+    counts=$(echo "$info" | grep '^cluster_\(slots\|known\|size\)' | tr '\n' ' ')
+    say "$a reports cluster_state:fail (${counts% }); it sees:"
+    describe "$a"
   done
+}
+
+# describe NODE: its CLUSTER NODES without the slots (their count instead), for the log.
+describe() {
+  node "$1" CLUSTER NODES 2>/dev/null | awk '{ print $1, $2, $3, $4, $7, $8, (NF > 8 ? NF - 8 " slot range(s)" : "") }' >&2
 }
 
 # forgotten ADDRESS ID NODES: true when the member, unknown to the cluster (NODES: CLUSTER NODES of the entry
