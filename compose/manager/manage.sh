@@ -173,21 +173,18 @@ up_nodes() {
     split($2, a, ","); print a[1] (roles == "" ? "" : $3 ~ /master/ ? "=master" : "=replica") }'
 }
 
-# Waits until every node knows as many nodes as the entry node, and every master reports cluster_state:ok: a
-# slot moves only between nodes that know each other ("Unknown node" otherwise), and a master refuses the keys
-# of a move (CLUSTERDOWN) until it sees the cluster ok, which a node that just joined does only up to 5 s after
-# it learnt where every slot is (Redis's rejoin delay, the node timeout at most). A node that does not answer
-# is not waited for: it is down, not yet flagged so, and waiting on it would hold up forgetting it if its
-# container is gone.
+# Waits until every node knows as many nodes as the entry node: a slot moves only between nodes that know
+# each other ("Unknown node" otherwise). A node that does not answer is not waited for: it is down, not yet
+# flagged so, and waiting on it would hold up forgetting it if its container is gone.
 await_agreement() {
   want=$(info_field "$1" cluster_known_nodes)
   w=0
-  for a in $(up_nodes "$1" roles); do
-    until agrees "${a%=*}" "$want" "${a#*=}"; do
+  for a in $(up_nodes "$1"); do
+    until known=$(info_field "$a" cluster_known_nodes) && { [ -z "$known" ] || [ "$known" = "$want" ]; }; do
       w=$((w + 1))
       if [ "$w" -ge 30 ]; then
-        say "${a%=*} $disagreement after 30 s; it sees:"
-        describe "${a%=*}"
+        say "$a knows $known nodes, not $want, after 30 s; it sees:"
+        describe "$a"
         return 1
       fi
       sleep 1
@@ -195,15 +192,16 @@ await_agreement() {
   done
 }
 
-# agrees NODE COUNT ROLE: true when the node knows COUNT nodes and, when ROLE is master, reports
-# cluster_state:ok; or does not answer. Else says why in $disagreement.
-agrees() {
-  info=$(node "$1" CLUSTER INFO 2>/dev/null | tr -d '\r')
-  [ -n "$info" ] || return 0
-  disagreement="knows $(echo "$info" | sed -n 's/^cluster_known_nodes://p') nodes, not $2"
-  echo "$info" | grep -qx "cluster_known_nodes:$2" || return 1
-  disagreement="is a master and reports cluster_state:$(echo "$info" | sed -n 's/^cluster_state://p')"
-  [ "$3" != master ] || echo "$info" | grep -qx 'cluster_state:ok'
+# The masters that NODE deems up but that report another cluster_state than ok, each after a space. A master
+# refuses the keys of a move (CLUSTERDOWN) while it does, as a new one does until up to 5 s after it learnt
+# where every slot is (Redis's rejoin delay: the node timeout, at most 5 s). One that does not answer is left
+# out, as await_agreement leaves it.
+masters_not_ok() {
+  for a in $(up_nodes "$1" roles); do
+    [ "${a#*=}" = master ] || continue
+    state=$(info_field "${a%=*}" cluster_state)
+    [ -z "$state" ] || [ "$state" = ok ] || printf ' %s' "${a%=*}"
+  done
 }
 
 # CLUSTER NODES as every node that is up says of itself (its "myself" line), from the entry node's list:
@@ -254,6 +252,11 @@ settle_slots() {
     return 1
   fi
   await_agreement "$1" || return 1
+  not_ok=$(masters_not_ok "$1")
+  if [ -n "$not_ok" ]; then
+    say_once "the slots stay where they are until every master reports cluster_state:ok; not yet:$not_ok"
+    return 1
+  fi
   # A node that finished joining after place_idle_masters looked would get slots as an empty master: it
   # must be placed first, by the next round.
   view=$(self_view "$1") || return 1
