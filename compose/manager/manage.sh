@@ -395,13 +395,25 @@ reconcile() {
     if [ -n "$master" ]; then
       say "adding $m as a replica of $master"
       if ! cluster_op add-node "${m%@*}" "${entry%@*}" --cluster-slave --cluster-master-id "$master"; then
-        # It may have joined before gossip told it of its master ("Unknown node"): ask it again a few times.
+        if ! in_cluster "$m"; then
+          # Refused before its MEET, as add-node refuses while a slot is open (a move cut short, which
+          # settle_slots closes at the end of this round): waiting for it to join would be in vain.
+          say "redis-cli --cluster add-node did not add $m (it refuses while a slot is open): next round"
+          pending=1
+          continue
+        fi
+        # It joined before gossip told it of its master ("Unknown node"): ask it again a few times.
         w=0
         until node "$m" CLUSTER REPLICATE "$master" >/dev/null 2>&1; do
           w=$((w + 1))
-          [ "$w" -lt 30 ] || { say "$m does not replicate $master: next round"; pending=1; break; }
+          [ "$w" -lt 30 ] || break
           sleep 1
         done
+        if [ "$w" -ge 30 ]; then
+          say "$m does not replicate $master: next round"
+          pending=1
+          continue
+        fi
       fi
     else
       say "adding $m as a master"
