@@ -166,11 +166,9 @@ await_member() {
   return 1
 }
 
-# up_nodes NODE [roles]: the addresses of the nodes that NODE deems up (neither failed nor joining), one a
-# line; with "roles", each followed by =master or =replica.
+# The addresses of the nodes that NODE deems up (neither failed nor joining), one a line.
 up_nodes() {
-  node "$1" CLUSTER NODES | awk -v roles="${2:-}" '$3 !~ /fail|handshake|noaddr/ {
-    split($2, a, ","); print a[1] (roles == "" ? "" : $3 ~ /master/ ? "=master" : "=replica") }'
+  node "$1" CLUSTER NODES | awk '$3 !~ /fail|handshake|noaddr/ { split($2, a, ","); print a[1] }'
 }
 
 # Waits until every node knows as many nodes as the entry node: a slot moves only between nodes that know
@@ -192,15 +190,14 @@ await_agreement() {
   done
 }
 
-# The masters that NODE deems up but that report another cluster_state than ok, each after a space. A master
-# refuses the keys of a move (CLUSTERDOWN) while it does, as a new one does until up to 5 s after it learnt
-# where every slot is (Redis's rejoin delay: the node timeout, at most 5 s). One that does not answer is left
-# out, as await_agreement leaves it.
+# The masters of a self_view that report another cluster_state than ok, each after a space. A master refuses
+# the keys of a move (CLUSTERDOWN) while it does, as a new one does until up to 5 s after it learnt where every
+# slot is (Redis's rejoin delay: the node timeout, at most 5 s). One that does not answer is left out, as
+# await_agreement leaves it.
 masters_not_ok() {
-  for a in $(up_nodes "$1" roles); do
-    [ "${a#*=}" = master ] || continue
-    state=$(info_field "${a%=*}" cluster_state)
-    [ -z "$state" ] || [ "$state" = ok ] || printf ' %s' "${a%=*}"
+  for a in $(echo "$1" | awk '$3 ~ /master/ { split($2, a, ","); print a[1] }'); do
+    state=$(info_field "$a" cluster_state)
+    [ -z "$state" ] || [ "$state" = ok ] || printf ' %s' "$a"
   done
 }
 
@@ -269,7 +266,7 @@ settle_slots() {
   # Keys move when a slot is open or a master serves none (a new one, to be filled): only once every master
   # takes them. (A rebalance among masters that all serve slots moves nothing as long as they are even.)
   if [ -n "$open" ] || echo "$view" | awk '$3 ~ /master/ && NF == 8 { e = 1 } END { exit !e }'; then
-    not_ok=$(masters_not_ok "$1")
+    not_ok=$(masters_not_ok "$view")
     if [ -n "$not_ok" ]; then
       say_once "the slots stay where they are until every master reports cluster_state:ok; not yet:$not_ok"
       return 1
