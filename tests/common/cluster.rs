@@ -526,6 +526,12 @@ pub fn replica_in_sync(replica: &str, master: &str) -> Result<(), String> {
     }
 }
 
+/// Fails when a manager's log shows a move refused by a master that saw the cluster down (`CLUSTERDOWN`): the
+/// manager moves keys only once every master reports cluster_state:ok.
+pub fn assert_no_refused_move(log: &str) {
+    assert!(!log.contains("CLUSTERDOWN"), "a move was refused by a master that saw the cluster down:\n{log}");
+}
+
 /// Ok once `survivor` reports cluster_state:ok and sees `heir` as a master that serves slots.
 pub fn promoted(survivor: &str, heir: &str) -> Result<(), String> {
     let state = info_field(survivor, "cluster_state").unwrap_or_default();
