@@ -323,7 +323,7 @@ fn compose_cluster_with_a_password_serves_only_clients_that_give_it() {
 }
 
 #[test]
-fn compose_cluster_announces_the_address_it_is_given_and_keeps_it_for_nodes_that_join_later() {
+fn compose_cluster_announces_the_address_it_is_given_and_keeps_it_for_a_node_that_joins_while_a_slot_is_open() {
     let _serial = one_at_a_time();
     let mut project = Project::new();
     // Another address of this host, which the containers reach too: the host's address on Docker's default
@@ -350,9 +350,37 @@ fn compose_cluster_announces_the_address_it_is_given_and_keeps_it_for_nodes_that
     write_keys(&nodes[0].addr, "given:");
     read_keys(&nodes[3].addr, "given:", KEYS).unwrap_or_else(|e| panic!("keys through {gateway}: {e}"));
 
+    // A slot left open, as a move cut short leaves it: migrating on its master, importing on another.
+    let (masters, _) = masters_and_replicas(&nodes);
+    let (owner, other) = (masters[0], masters[1]);
+    let slot = first_slot(&owner.addr);
+    let importing = node_cmd(&other.addr, &["cluster", "setslot", &slot, "importing", &owner.id]);
+    let migrating = node_cmd(&owner.addr, &["cluster", "setslot", &slot, "migrating", &other.id]);
+    assert_eq!((importing.trim(), migrating.trim()), ("OK", "OK"), "slot {slot} opened by hand");
+    let entry = owner.addr.clone();
+    assert_eq!(open_slots(&entry).len(), 2, "slot {slot} open on both masters");
+    // A node that joins now is refused by redis-cli --cluster add-node before it is introduced: the manager
+    // closes the slot and adds the node the next round, without waiting on a node that never heard of the
+    // cluster.
+    project.cluster_sh_ok(&["scale", "5"]);
+    let nodes = eventually("5 nodes", || settled(&project, 5));
+    assert_eq!(open_slots(&entry), Vec::<String>::new(), "slots left open after scale 5: {nodes:?}");
+    let log = project.whole_manager_log();
+    assert!(log.contains("did not add"), "add-node was not refused for the open slot:\n{log}");
+    assert!(!log.contains("after 30 s") && !log.contains("does not replicate"), "the manager waited in vain:\n{log}");
+    read_keys(&nodes[4].addr, "given:", KEYS).unwrap_or_else(|e| panic!("keys after scale 5: {e}"));
+
     let volumes = volumes_of(&project.containers("redis", true));
     project.cluster_sh_ok(&["down"]);
     assert_eq!(project.leftovers(&volumes), Vec::<String>::new(), "left behind by down");
+}
+
+/// The first slot a node serves, from its own CLUSTER NODES line (`0-5460`: 0).
+fn first_slot(node: &str) -> String {
+    let nodes = node_cmd(node, &["cluster", "nodes"]);
+    let own = nodes.lines().find(|l| l.contains("myself")).unwrap_or_default();
+    let range = own.split_whitespace().nth(8).unwrap_or_else(|| panic!("{node} serves no slot: {own}"));
+    range.split('-').next().unwrap_or(range).to_string()
 }
 
 /// Slots a master marks as migrating or importing (`[slot->-id]`, `[slot-<-id]` in its own CLUSTER NODES line),
