@@ -6,12 +6,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::cluster::{
     assert_no_refused_move, cluster_nodes, container_of, eventually, info_field, masters_and_replicas, node_cmd,
     node_cmd_c, one_at_a_time, promoted, read_keys, replicated_master, settled, volumes_of, without_redirections,
-    write_acknowledged, write_keys, Project, KEYS,
+    write_acknowledged, write_keys, Project, KEYS, SETTLE,
 };
 use common::{docker_announce, published_port, run_ok};
 
@@ -350,19 +350,30 @@ fn compose_cluster_announces_the_address_it_is_given_and_keeps_it_for_a_node_tha
     write_keys(&nodes[0].addr, "given:");
     read_keys(&nodes[3].addr, "given:", KEYS).unwrap_or_else(|e| panic!("keys through {gateway}: {e}"));
 
-    // A slot left open, as a move cut short leaves it: migrating on its master, importing on another.
+    // A slot left open, as a move cut short leaves it: migrating on its master, importing on another. The
+    // manager is paused meanwhile, so that no round of its closes the slot before the new node is there.
+    let manager = project.containers("manager", false).first().cloned().expect("the manager runs");
+    run_ok("docker", &["pause", &manager]);
     let (masters, _) = masters_and_replicas(&nodes);
     let (owner, other) = (masters[0], masters[1]);
     let slot = first_slot(&owner.addr);
     let importing = node_cmd(&other.addr, &["cluster", "setslot", &slot, "importing", &owner.id]);
     let migrating = node_cmd(&owner.addr, &["cluster", "setslot", &slot, "migrating", &other.id]);
-    assert_eq!((importing.trim(), migrating.trim()), ("OK", "OK"), "slot {slot} opened by hand");
     let entry = owner.addr.clone();
-    assert_eq!(open_slots(&entry).len(), 2, "slot {slot} open on both masters");
+    let opened = open_slots(&entry);
     // A node that joins now is refused by redis-cli --cluster add-node before it is introduced: the manager
     // closes the slot and adds the node the next round, without waiting on a node that never heard of the
     // cluster.
-    project.cluster_sh_ok(&["scale", "5"]);
+    let scale = project.cluster_sh_start(&["scale", "5"]);
+    let deadline = Instant::now() + SETTLE;
+    while project.expected_members().len() < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    run_ok("docker", &["unpause", &manager]);
+    assert_eq!((importing.trim(), migrating.trim()), ("OK", "OK"), "slot {slot} opened by hand");
+    assert_eq!(opened.len(), 2, "slot {slot} open on both masters: {opened:?}");
+    assert_eq!(project.expected_members().len(), 5, "the fifth node runs after {SETTLE:?}");
+    project.cluster_sh_finish(scale);
     let nodes = eventually("5 nodes", || settled(&project, 5));
     assert_eq!(open_slots(&entry), Vec::<String>::new(), "slots left open after scale 5: {nodes:?}");
     let log = project.whole_manager_log();
