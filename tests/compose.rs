@@ -351,12 +351,13 @@ fn compose_cluster_announces_the_address_it_is_given_and_keeps_it_for_a_node_tha
     read_keys(&nodes[3].addr, "given:", KEYS).unwrap_or_else(|e| panic!("keys through {gateway}: {e}"));
 
     // A slot left open, as a move cut short leaves it: migrating on its master, importing on another. The
-    // manager is paused meanwhile, so that no round of its closes the slot before the new node is there.
-    let manager = project.containers("manager", false).first().cloned().expect("the manager runs");
-    run_ok("docker", &["pause", &manager]);
+    // manager is paused meanwhile, so that no round of its closes the slot before the new node is there; nothing
+    // between the pause and the unpause panics, so a paused manager is never left behind.
     let (masters, _) = masters_and_replicas(&nodes);
     let (owner, other) = (masters[0], masters[1]);
     let slot = first_slot(&owner.addr);
+    let manager = project.containers("manager", false).first().cloned().expect("the manager runs");
+    run_ok("docker", &["pause", &manager]);
     let importing = node_cmd(&other.addr, &["cluster", "setslot", &slot, "importing", &owner.id]);
     let migrating = node_cmd(&owner.addr, &["cluster", "setslot", &slot, "migrating", &other.id]);
     let entry = owner.addr.clone();
