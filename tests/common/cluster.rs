@@ -18,7 +18,8 @@ pub const BUILD_AND_SETTLE: Duration = Duration::from_secs(600);
 /// Keys written from the host and read back after every step.
 pub const KEYS: usize = 1000;
 
-/// One cluster at a time: two would share the machine's cores and skew the timings they print.
+/// One cluster of a test binary at a time under `cargo test`, which runs a binary's tests as threads of one
+/// process; cargo nextest runs each test as a process and two compose clusters at once (.config/nextest.toml).
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
@@ -38,6 +39,8 @@ pub struct Project {
 
 impl Project {
     pub fn new() -> Project {
+        // Another compose project may run beside it, a swarm test may not (see .config/nextest.toml).
+        super::hold_engine(super::Engine::Shared);
         let name = format!("rdtest{}x{}", std::process::id(), super::unique() % 1_000_000);
         // Its own rediscover port, so that a cluster already running on this host is left alone; below the
         // ephemeral range, where Docker picks the nodes' host ports.
