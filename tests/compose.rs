@@ -387,11 +387,17 @@ fn compose_cluster_announces_the_address_it_is_given_and_keeps_it_for_a_node_tha
     assert_eq!(project.leftovers(&volumes), Vec::<String>::new(), "left behind by down");
 }
 
-/// The first slot a node serves, from its own CLUSTER NODES line (`0-5460`: 0).
-fn first_slot(node: &str) -> String {
+/// The fields of a node's own line of CLUSTER NODES (the one flagged `myself`); none when it does not answer.
+fn own_line(node: &str) -> Vec<String> {
     let nodes = node_cmd(node, &["cluster", "nodes"]);
     let own = nodes.lines().find(|l| l.contains("myself")).unwrap_or_default();
-    let range = own.split_whitespace().nth(8).unwrap_or_else(|| panic!("{node} serves no slot: {own}"));
+    own.split_whitespace().map(str::to_string).collect()
+}
+
+/// The first slot a node serves, from its own CLUSTER NODES line (`0-5460`: 0).
+fn first_slot(node: &str) -> String {
+    let own = own_line(node);
+    let range = own.get(8).unwrap_or_else(|| panic!("{node} serves no slot: {own:?}"));
     range.split('-').next().unwrap_or(range).to_string()
 }
 
@@ -401,14 +407,6 @@ fn open_slots(entry: &str) -> Vec<String> {
     cluster_nodes(entry)
         .iter()
         .filter(|n| n.is_master())
-        .flat_map(|n| {
-            node_cmd(&n.addr, &["cluster", "nodes"])
-                .lines()
-                .filter(|l| l.contains("myself"))
-                .flat_map(|l| {
-                    l.split_whitespace().filter(|f| f.starts_with('[')).map(str::to_string).collect::<Vec<_>>()
-                })
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|n| own_line(&n.addr).into_iter().filter(|f| f.starts_with('[')))
         .collect()
 }
