@@ -403,14 +403,13 @@ reconcile() {
         w=0
         until node "$m" CLUSTER REPLICATE "$master" >/dev/null 2>&1; do
           w=$((w + 1))
-          [ "$w" -lt 30 ] || break
+          if [ "$w" -ge 30 ]; then
+            say "$m does not replicate $master: next round"
+            pending=1
+            continue 2
+          fi
           sleep 1
         done
-        if [ "$w" -ge 30 ]; then
-          say "$m does not replicate $master: next round"
-          pending=1
-          continue
-        fi
       fi
     else
       say "adding $m as a master"
