@@ -1,6 +1,7 @@
 //! compose/swarm.sh end to end: a Redis Cluster across the engines of a real swarm (this machine's engine as the
 //! manager, extra engines as workers), formed, grown and used from the host through the addresses rediscover
-//! announced; and a single-node swarm that `swarm.sh up` makes and `swarm.sh down` leaves. Each test holds the
+//! announced; one of its engines lost, or cut off the network while it runs, and back; and a single-node swarm
+//! that `swarm.sh up` makes and `swarm.sh down` leaves. Each test holds the
 //! host's swarm alone and leaves it as it found it.
 
 mod common;
@@ -420,6 +421,108 @@ fn write_acknowledged(addr: &str, tag: &str) -> Vec<usize> {
     (0..KEYS).filter(|i| replies[2 * i] == "OK" && replies[2 * i + 1].parse::<u32>().is_ok_and(|n| n >= 1)).collect()
 }
 
+/// The node timeout of the stack's Redis nodes (compose/stack.yml: CLUSTER_NODE_TIMEOUT).
+const NODE_TIMEOUT: Duration = Duration::from_millis(5000);
+
+/// A stack of 6 nodes on the host and two extra engines, and acknowledged keys written through it.
+fn stack_with_acknowledged_keys(engines: &Engines) -> (Stack, Vec<NodeLine>, Vec<usize>) {
+    let stack = Stack::new(engines.name().to_string(), engines.engines().iter().map(|e| e.host_arg()).collect());
+    stack.swarm_sh_ok(&["up", "6"]);
+    let nodes = check_cluster(&stack.members(), 6);
+    let acked = write_acknowledged(&nodes[0].addr, "kept");
+    // A replica still catching up may leave a WAIT unanswered; what it acknowledged is what must survive.
+    assert!(acked.len() >= KEYS * 9 / 10, "most writes reached a replica while all nodes run: {}", acked.len());
+    (stack, nodes, acked)
+}
+
+/// Waits, watching from `survivor`, until the cluster serves every slot with no master left on `gone_ip`;
+/// returns the time since `since`.
+fn served_without(survivor: &str, gone_ip: &str, since: Instant) -> Duration {
+    engines::wait_for("the cluster serves every slot without the engine", NODE_TIMEOUT * 6, || {
+        let info = cluster_info(survivor);
+        let nodes = cluster_nodes(survivor);
+        let gone_masters = nodes.iter().filter(|n| n.master && n.slots > 0 && n.ip == gone_ip).count();
+        if info.contains("cluster_state:ok") && gone_masters == 0 {
+            Ok(since.elapsed())
+        } else {
+            Err(format!("{gone_masters} masters with slots on {gone_ip}; {}", info.lines().next().unwrap_or("")))
+        }
+    })
+}
+
+/// Every acknowledged key reads back through `addr`.
+fn acknowledged_read_back(addr: &str, acked: &[usize]) {
+    let (ip, port) = addr.rsplit_once(':').expect("ip:port");
+    let gets: String = acked.iter().map(|i| format!("GET kept:{i}\n")).collect();
+    let text = redis_cli(&["-c", "-h", ip, "-p", port], &gets);
+    let values: Vec<&str> = text.lines().collect();
+    assert_eq!(values.len(), acked.len(), "a reply to each GET: {text}");
+    for (i, value) in acked.iter().zip(values) {
+        assert_eq!(value, format!("v{i}"), "kept:{i}, acknowledged by a replica, survives");
+    }
+}
+
+/// The swarm starts the tasks of the engine on `gone_ip` again on the other hosts; the manager forgets its nodes
+/// (failed, serving no slot, their task containers no longer wanted) and joins the new ones. Waits until every
+/// running node forgot `gone_ids`, then until 6 nodes run with each master replicated on another host; returns
+/// both times since `since`.
+fn forgotten_and_replaced(stack: &Stack, gone_ip: &str, gone_ids: &HashSet<String>, since: Instant) -> [Duration; 2] {
+    let on_gone_host = format!("{gone_ip}:");
+    let forgotten = engines::wait_for("every running node forgets the engine's nodes", FORGET, || {
+        let members = stack.members();
+        if let Some(m) = members.iter().find(|m| m.starts_with(&on_gone_host)) {
+            return Err(format!("rediscover still lists {m} on the engine"));
+        }
+        for m in &members {
+            let addr = m.split('@').next().unwrap_or_default();
+            let nodes = parse_nodes(&node_reply(addr, &["cluster", "nodes"])?);
+            if let Some(gone) = nodes.iter().find(|n| gone_ids.contains(&n.id)) {
+                return Err(format!("{addr} lists {} {} {}", gone.id, gone.addr, gone.flags));
+            }
+        }
+        Ok(since.elapsed())
+    });
+    let replaced = engines::wait_for("6 nodes on the other hosts, each master replicated elsewhere", FORGET, || {
+        let members = stack.members();
+        let nodes = cluster_whole(&members, 6)?;
+        every_master_replicated_elsewhere(&nodes)?;
+        Ok(since.elapsed())
+    });
+    let nodes = check_cluster(&stack.members(), 6);
+    assert!(nodes.iter().all(|n| n.ip != gone_ip && !gone_ids.contains(&n.id)), "{nodes:?}");
+    [forgotten, replaced]
+}
+
+/// Once engine `i` is back in the swarm: no Redis task of the stack runs on it (the swarm does not move tasks
+/// back, and shuts down the tasks it had), its own rediscover answers again, and for as long as gossip would take
+/// to bring them back the cluster stays whole without `gone_ids`. Returns the time from `since` until no task ran.
+fn stays_whole_once_back(stack: &Stack, engines: &Engines, i: usize, gone_ids: &HashSet<String>) -> Duration {
+    let since = Instant::now();
+    engines.wait_node(i, "ready", engines::NODE_STATE);
+    let engine = &engines.engines()[i];
+    let back = format!("{}:{}", engine.addr, stack.discover_port);
+    engines::wait_for("the returned engine's rediscover answers", FORGET, || {
+        node_reply(&back, &["PING"]).and_then(|r| if r.trim() == "PONG" { Ok(()) } else { Err(r) })
+    });
+    let label = format!("label=io.rediscover.cluster={}", stack.name);
+    let tasks_gone = engines::wait_for("no Redis task of the stack runs on the returned engine", FORGET, || {
+        let tasks = engine.docker(&["ps", "-q", "--filter", &label]);
+        if tasks.is_empty() {
+            Ok(since.elapsed())
+        } else {
+            Err(format!("running: {}", tasks.replace('\n', " ")))
+        }
+    });
+    let watch = Instant::now();
+    while watch.elapsed() < NODE_TIMEOUT * 3 {
+        let nodes = check_cluster(&stack.members(), 6);
+        every_master_replicated_elsewhere(&nodes).unwrap_or_else(|e| panic!("after the engine is back: {e}"));
+        assert!(nodes.iter().all(|n| !gone_ids.contains(&n.id)), "a node of the engine is back: {nodes:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    tasks_gone
+}
+
 #[test]
 fn an_engine_lost_has_its_masters_replaced_on_the_other_hosts_with_no_acknowledged_write_lost() {
     have_redis_cli();
@@ -427,12 +530,7 @@ fn an_engine_lost_has_its_masters_replaced_on_the_other_hosts_with_no_acknowledg
     let before = host.swarm();
     let mut engines = Engines::start(&host, 2);
     engines.join_swarm();
-    let stack = Stack::new(engines.name().to_string(), engines.engines().iter().map(|e| e.host_arg()).collect());
-    stack.swarm_sh_ok(&["up", "6"]);
-    let nodes = check_cluster(&stack.members(), 6);
-    let acked = write_acknowledged(&nodes[0].addr, "kept");
-    // A replica still catching up may leave a WAIT unanswered; what it acknowledged is what must survive.
-    assert!(acked.len() >= KEYS * 9 / 10, "most writes reached a replica while all nodes run: {}", acked.len());
+    let (stack, nodes, acked) = stack_with_acknowledged_keys(&engines);
 
     // The engine whose loss takes a master, and a node on another host to watch from.
     let lost = engines
@@ -441,82 +539,96 @@ fn an_engine_lost_has_its_masters_replaced_on_the_other_hosts_with_no_acknowledg
         .position(|e| nodes.iter().any(|n| n.master && n.ip == e.addr.to_string()))
         .expect("a master on one of the extra engines");
     let lost_ip = engines.engines()[lost].addr.to_string();
+    let lost_ids: HashSet<String> = nodes.iter().filter(|n| n.ip == lost_ip).map(|n| n.id.clone()).collect();
     let survivor = nodes.iter().find(|n| n.ip != lost_ip).expect("a node on another host").addr.clone();
-    let node_timeout = Duration::from_millis(5000);
     let killed = Instant::now();
     engines.stop(lost);
-    let took = engines::wait_for("the cluster serves every slot without the lost engine", node_timeout * 6, || {
-        let info = cluster_info(&survivor);
-        let nodes = cluster_nodes(&survivor);
-        let lost_masters = nodes.iter().filter(|n| n.master && n.slots > 0 && n.ip == lost_ip).count();
-        if info.contains("cluster_state:ok") && lost_masters == 0 {
-            Ok(killed.elapsed())
-        } else {
-            Err(format!("{lost_masters} masters with slots on {lost_ip}; {}", info.lines().next().unwrap_or("")))
-        }
-    });
+    let took = served_without(&survivor, &lost_ip, killed);
     println!("swarm: engine {lost_ip} lost, its masters replaced, cluster_state:ok after {took:.1?}");
-    let (ip, port) = survivor.rsplit_once(':').expect("ip:port");
-    let gets: String = acked.iter().map(|i| format!("GET kept:{i}\n")).collect();
-    let text = redis_cli(&["-c", "-h", ip, "-p", port], &gets);
-    let values: Vec<&str> = text.lines().collect();
-    assert_eq!(values.len(), acked.len(), "a reply to each GET: {text}");
-    for (i, value) in acked.iter().zip(values) {
-        assert_eq!(value, format!("v{i}"), "kept:{i}, acknowledged by a replica, survives the loss");
-    }
-
-    // The swarm starts the lost host's tasks again on the other hosts; the manager forgets the lost nodes (failed,
-    // serving no slot, their task containers no longer wanted) and joins the new ones.
-    let lost_ids: HashSet<String> = nodes.iter().filter(|n| n.ip == lost_ip).map(|n| n.id.clone()).collect();
-    let on_lost_host = format!("{lost_ip}:");
-    let forgotten = engines::wait_for("every running node forgets the lost engine's nodes", FORGET, || {
-        let members = stack.members();
-        if let Some(m) = members.iter().find(|m| m.starts_with(&on_lost_host)) {
-            return Err(format!("rediscover still lists {m} on the lost engine"));
-        }
-        for m in &members {
-            let addr = m.split('@').next().unwrap_or_default();
-            let nodes = parse_nodes(&node_reply(addr, &["cluster", "nodes"])?);
-            if let Some(lost) = nodes.iter().find(|n| lost_ids.contains(&n.id)) {
-                return Err(format!("{addr} lists {} {} {}", lost.id, lost.addr, lost.flags));
-            }
-        }
-        Ok(killed.elapsed())
-    });
-    let replaced = engines::wait_for("6 nodes on the other hosts, each master replicated elsewhere", FORGET, || {
-        let members = stack.members();
-        let nodes = cluster_whole(&members, 6)?;
-        every_master_replicated_elsewhere(&nodes)?;
-        Ok(killed.elapsed())
-    });
-    let nodes = check_cluster(&stack.members(), 6);
-    assert!(nodes.iter().all(|n| n.ip != lost_ip && !lost_ids.contains(&n.id)), "{nodes:?}");
+    acknowledged_read_back(&survivor, &acked);
+    let [forgotten, replaced] = forgotten_and_replaced(&stack, &lost_ip, &lost_ids, killed);
     println!(
         "swarm: engine {lost_ip} lost: its {} nodes forgotten everywhere after {forgotten:.1?}, the cluster whole \
          again on the other hosts after {replaced:.1?}",
         lost_ids.len()
     );
 
-    // The host comes back: its engine rejoins the swarm, which does not move tasks back and shuts down its old
-    // tasks. Once its own rediscover answers again (a task the swarm started there anew), the cluster stays
-    // whole, the lost nodes with it no more, for as long as gossip would take to bring them back.
+    // The host comes back: its engine rejoins the swarm, and the lost nodes stay out.
     engines.start_again(lost);
-    engines.wait_node(lost, "ready", engines::NODE_STATE);
-    let back = format!("{lost_ip}:{}", stack.discover_port);
-    engines::wait_for("the returned engine's rediscover answers", FORGET, || {
-        node_reply(&back, &["PING"]).and_then(|r| if r.trim() == "PONG" { Ok(()) } else { Err(r) })
-    });
-    let engine = &engines.engines()[lost];
+    let gone = stays_whole_once_back(&stack, &engines, lost, &lost_ids);
+    println!("swarm: engine {lost_ip} back: no Redis task of the stack runs there {gone:.1?} after it started");
+
+    drop(stack);
+    drop(engines);
+    assert_eq!(host.swarm(), before, "the host's swarm is as it was");
+}
+
+#[test]
+fn an_engine_cut_off_stops_serving_on_its_side_is_replaced_on_the_other_and_stays_out_when_the_cut_heals() {
+    have_redis_cli();
+    let host = Host::claim();
+    let before = host.swarm();
+    let mut engines = Engines::start(&host, 2);
+    engines.join_swarm();
+    let (stack, nodes, acked) = stack_with_acknowledged_keys(&engines);
+
+    // An engine with one master of the three: cut off, its side holds a minority of the masters. Its daemon and
+    // nodes go on running.
+    let masters_on = |ip: &str| nodes.iter().filter(|n| n.master && n.ip == ip).count();
+    let cut = engines
+        .engines()
+        .iter()
+        .position(|e| masters_on(&e.addr.to_string()) == 1)
+        .unwrap_or_else(|| panic!("an extra engine with exactly one master: {nodes:?}"));
+    let cut_ip = engines.engines()[cut].addr.to_string();
+    let cut_ids: HashSet<String> = nodes.iter().filter(|n| n.ip == cut_ip).map(|n| n.id.clone()).collect();
+    let survivor = nodes.iter().find(|n| n.ip != cut_ip).expect("a node on another host").addr.clone();
+    let engine = &engines.engines()[cut];
     let label = format!("label=io.rediscover.cluster={}", stack.name);
-    let old_tasks = engine.docker(&["ps", "-q", "--filter", &label]);
-    assert_eq!(old_tasks, "", "no Redis task runs again on the returned engine");
-    let watch = Instant::now();
-    while watch.elapsed() < node_timeout * 3 {
-        let nodes = check_cluster(&stack.members(), 6);
-        every_master_replicated_elsewhere(&nodes).unwrap_or_else(|e| panic!("after the engine is back: {e}"));
-        assert!(nodes.iter().all(|n| !lost_ids.contains(&n.id)), "a lost node is back: {nodes:?}");
-        std::thread::sleep(Duration::from_secs(1));
+    let cut_off: Vec<String> = engine.docker(&["ps", "-q", "--filter", &label]).lines().map(str::to_string).collect();
+    assert_eq!(cut_off.len(), cut_ids.len(), "a Redis container on {cut_ip} for each of its nodes");
+    let on_cut_side = |container: &str, args: &[&str]| {
+        engine.docker(&[&["exec", container, "redis-cli", "-p", "6379"][..], args].concat()).replace('\r', "")
+    };
+    let cut_at = Instant::now();
+    engines.cut(cut);
+
+    // On its side, Redis stops serving on its own: its nodes reach a minority of the masters, so once the node
+    // timeout has passed each sees the cluster down and refuses every key.
+    let down = engines::wait_for("the cut-off nodes see the cluster down", NODE_TIMEOUT * 6, || {
+        for c in &cut_off {
+            let info = on_cut_side(c, &["cluster", "info"]);
+            let state = info_field(&info, "cluster_state");
+            if state != Some("fail") {
+                return Err(format!("{c}: cluster_state {state:?}"));
+            }
+        }
+        Ok(cut_at.elapsed())
+    });
+    for c in &cut_off {
+        let said = on_cut_side(c, &["set", "during-the-cut", "x"]);
+        assert!(said.contains("CLUSTERDOWN"), "a cut-off node answers a write with {said}");
     }
+    // On the other side, the engine is as good as lost.
+    let took = served_without(&survivor, &cut_ip, cut_at);
+    println!(
+        "swarm: engine {cut_ip} cut off: its side down after {down:.1?}; its masters replaced, cluster_state:ok \
+         on the other side after {took:.1?}"
+    );
+    acknowledged_read_back(&survivor, &acked);
+    let [forgotten, replaced] = forgotten_and_replaced(&stack, &cut_ip, &cut_ids, cut_at);
+    println!(
+        "swarm: engine {cut_ip} cut off: its {} nodes forgotten on the other side after {forgotten:.1?}, the \
+         cluster whole there after {replaced:.1?}",
+        cut_ids.len()
+    );
+
+    // The cut heals while the old nodes still run, with the cluster's old view: the swarm shuts them down, and
+    // none of them is taken back, though they still know every node.
+    engines.heal(cut);
+    let gone = stays_whole_once_back(&stack, &engines, cut, &cut_ids);
+    println!("swarm: engine {cut_ip} back: its old Redis tasks shut down {gone:.1?} after the cut healed");
+    acknowledged_read_back(&survivor, &acked);
 
     drop(stack);
     drop(engines);

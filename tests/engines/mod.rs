@@ -371,6 +371,22 @@ impl<'h> Engines<'h> {
         timed(&format!("engine {} starts again", engine.name), || engine.spawn());
     }
 
+    /// Cuts engine `i` off the bridge, as a host whose network fails while it runs: its daemon and containers go
+    /// on, reaching no other host and reached by none (the host's tests still reach its daemon by its socket).
+    pub fn cut(&self, i: usize) {
+        ip(&["link", "set", &self.veth(i), "down"]);
+    }
+
+    /// Puts engine `i` back on the bridge after [`Engines::cut`].
+    pub fn heal(&self, i: usize) {
+        ip(&["link", "set", &self.veth(i), "up"]);
+    }
+
+    /// The host's end of engine `i`'s link to the bridge.
+    fn veth(&self, i: usize) -> String {
+        format!("{}v{}", self.run, i + 1)
+    }
+
     /// Waits until the manager lists engine `i`'s node in `state`; returns the node.
     pub fn wait_node(&self, i: usize, state: &str, within: Duration) -> Node {
         let engine = &self.engines[i];
@@ -428,7 +444,7 @@ impl<'h> Engines<'h> {
 
     fn add_engine(&self, i: usize, driver: &str) -> Engine {
         let name = format!("{}e{i}", self.run);
-        let veth = format!("{}v{i}", self.run);
+        let veth = self.veth(i - 1);
         let [a, b, c, _] = self.gateway.octets();
         let addr = Ipv4Addr::new(a, b, c, 10 + i as u8);
         ip(&["netns", "add", &name]);
