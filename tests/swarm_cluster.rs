@@ -424,15 +424,24 @@ fn write_acknowledged(addr: &str, tag: &str) -> Vec<usize> {
 /// The node timeout of the stack's Redis nodes (compose/stack.yml: CLUSTER_NODE_TIMEOUT).
 const NODE_TIMEOUT: Duration = Duration::from_millis(5000);
 
-/// A stack of 6 nodes on the host and two extra engines, and acknowledged keys written through it.
-fn stack_with_acknowledged_keys(engines: &Engines) -> (Stack, Vec<NodeLine>, Vec<usize>) {
+/// Runs `body` on a stack of 6 nodes over the host and two extra engines, given the nodes and the acknowledged
+/// keys written through them; then removes the stack and the engines, and checks the host's swarm is as it was.
+fn on_three_hosts(body: impl FnOnce(&mut Engines<'_>, &Stack, Vec<NodeLine>, Vec<usize>)) {
+    have_redis_cli();
+    let host = Host::claim();
+    let before = host.swarm();
+    let mut engines = Engines::start(&host, 2);
+    engines.join_swarm();
     let stack = Stack::new(engines.name().to_string(), engines.engines().iter().map(|e| e.host_arg()).collect());
     stack.swarm_sh_ok(&["up", "6"]);
     let nodes = check_cluster(&stack.members(), 6);
     let acked = write_acknowledged(&nodes[0].addr, "kept");
     // A replica still catching up may leave a WAIT unanswered; what it acknowledged is what must survive.
     assert!(acked.len() >= KEYS * 9 / 10, "most writes reached a replica while all nodes run: {}", acked.len());
-    (stack, nodes, acked)
+    body(&mut engines, &stack, nodes, acked);
+    drop(stack);
+    drop(engines);
+    assert_eq!(host.swarm(), before, "the host's swarm is as it was");
 }
 
 /// Waits, watching from `survivor`, until the cluster serves every slot with no master left on `gone_ip`;
@@ -525,112 +534,95 @@ fn stays_whole_once_back(stack: &Stack, engines: &Engines, i: usize, gone_ids: &
 
 #[test]
 fn an_engine_lost_has_its_masters_replaced_on_the_other_hosts_with_no_acknowledged_write_lost() {
-    have_redis_cli();
-    let host = Host::claim();
-    let before = host.swarm();
-    let mut engines = Engines::start(&host, 2);
-    engines.join_swarm();
-    let (stack, nodes, acked) = stack_with_acknowledged_keys(&engines);
+    on_three_hosts(|engines, stack, nodes, acked| {
+        // The engine whose loss takes a master, and a node on another host to watch from.
+        let lost = engines
+            .engines()
+            .iter()
+            .position(|e| nodes.iter().any(|n| n.master && n.ip == e.addr.to_string()))
+            .expect("a master on one of the extra engines");
+        let lost_ip = engines.engines()[lost].addr.to_string();
+        let lost_ids: HashSet<String> = nodes.iter().filter(|n| n.ip == lost_ip).map(|n| n.id.clone()).collect();
+        let survivor = nodes.iter().find(|n| n.ip != lost_ip).expect("a node on another host").addr.clone();
+        let killed = Instant::now();
+        engines.stop(lost);
+        let took = served_without(&survivor, &lost_ip, killed);
+        println!("swarm: engine {lost_ip} lost, its masters replaced, cluster_state:ok after {took:.1?}");
+        acknowledged_read_back(&survivor, &acked);
+        let [forgotten, replaced] = forgotten_and_replaced(stack, &lost_ip, &lost_ids, killed);
+        println!(
+            "swarm: engine {lost_ip} lost: its {} nodes forgotten everywhere after {forgotten:.1?}, the cluster whole \
+             again on the other hosts after {replaced:.1?}",
+            lost_ids.len()
+        );
 
-    // The engine whose loss takes a master, and a node on another host to watch from.
-    let lost = engines
-        .engines()
-        .iter()
-        .position(|e| nodes.iter().any(|n| n.master && n.ip == e.addr.to_string()))
-        .expect("a master on one of the extra engines");
-    let lost_ip = engines.engines()[lost].addr.to_string();
-    let lost_ids: HashSet<String> = nodes.iter().filter(|n| n.ip == lost_ip).map(|n| n.id.clone()).collect();
-    let survivor = nodes.iter().find(|n| n.ip != lost_ip).expect("a node on another host").addr.clone();
-    let killed = Instant::now();
-    engines.stop(lost);
-    let took = served_without(&survivor, &lost_ip, killed);
-    println!("swarm: engine {lost_ip} lost, its masters replaced, cluster_state:ok after {took:.1?}");
-    acknowledged_read_back(&survivor, &acked);
-    let [forgotten, replaced] = forgotten_and_replaced(&stack, &lost_ip, &lost_ids, killed);
-    println!(
-        "swarm: engine {lost_ip} lost: its {} nodes forgotten everywhere after {forgotten:.1?}, the cluster whole \
-         again on the other hosts after {replaced:.1?}",
-        lost_ids.len()
-    );
-
-    // The host comes back: its engine rejoins the swarm, and the lost nodes stay out.
-    engines.start_again(lost);
-    let gone = stays_whole_once_back(&stack, &engines, lost, &lost_ids);
-    println!("swarm: engine {lost_ip} back: no Redis task of the stack runs there {gone:.1?} after it started");
-
-    drop(stack);
-    drop(engines);
-    assert_eq!(host.swarm(), before, "the host's swarm is as it was");
+        // The host comes back: its engine rejoins the swarm, and the lost nodes stay out.
+        engines.start_again(lost);
+        let gone = stays_whole_once_back(stack, engines, lost, &lost_ids);
+        println!("swarm: engine {lost_ip} back: no Redis task of the stack runs there {gone:.1?} after it started");
+    });
 }
 
 #[test]
 fn an_engine_cut_off_stops_serving_on_its_side_is_replaced_on_the_other_and_stays_out_when_the_cut_heals() {
-    have_redis_cli();
-    let host = Host::claim();
-    let before = host.swarm();
-    let mut engines = Engines::start(&host, 2);
-    engines.join_swarm();
-    let (stack, nodes, acked) = stack_with_acknowledged_keys(&engines);
+    on_three_hosts(|engines, stack, nodes, acked| {
+        // An engine with one master of the three: cut off, its side holds a minority of the masters. Its daemon and
+        // nodes go on running.
+        let masters_on = |ip: &str| nodes.iter().filter(|n| n.master && n.ip == ip).count();
+        let cut = engines
+            .engines()
+            .iter()
+            .position(|e| masters_on(&e.addr.to_string()) == 1)
+            .unwrap_or_else(|| panic!("an extra engine with exactly one master: {nodes:?}"));
+        let cut_ip = engines.engines()[cut].addr.to_string();
+        let cut_ids: HashSet<String> = nodes.iter().filter(|n| n.ip == cut_ip).map(|n| n.id.clone()).collect();
+        let survivor = nodes.iter().find(|n| n.ip != cut_ip).expect("a node on another host").addr.clone();
+        let engine = &engines.engines()[cut];
+        let label = format!("label=io.rediscover.cluster={}", stack.name);
+        let cut_off: Vec<String> =
+            engine.docker(&["ps", "-q", "--filter", &label]).lines().map(str::to_string).collect();
+        assert_eq!(cut_off.len(), cut_ids.len(), "a Redis container on {cut_ip} for each of its nodes");
+        let on_cut_side = |container: &str, args: &[&str]| {
+            engine.docker(&[&["exec", container, "redis-cli", "-p", "6379"][..], args].concat()).replace('\r', "")
+        };
+        let cut_at = Instant::now();
+        engines.cut(cut);
 
-    // An engine with one master of the three: cut off, its side holds a minority of the masters. Its daemon and
-    // nodes go on running.
-    let masters_on = |ip: &str| nodes.iter().filter(|n| n.master && n.ip == ip).count();
-    let cut = engines
-        .engines()
-        .iter()
-        .position(|e| masters_on(&e.addr.to_string()) == 1)
-        .unwrap_or_else(|| panic!("an extra engine with exactly one master: {nodes:?}"));
-    let cut_ip = engines.engines()[cut].addr.to_string();
-    let cut_ids: HashSet<String> = nodes.iter().filter(|n| n.ip == cut_ip).map(|n| n.id.clone()).collect();
-    let survivor = nodes.iter().find(|n| n.ip != cut_ip).expect("a node on another host").addr.clone();
-    let engine = &engines.engines()[cut];
-    let label = format!("label=io.rediscover.cluster={}", stack.name);
-    let cut_off: Vec<String> = engine.docker(&["ps", "-q", "--filter", &label]).lines().map(str::to_string).collect();
-    assert_eq!(cut_off.len(), cut_ids.len(), "a Redis container on {cut_ip} for each of its nodes");
-    let on_cut_side = |container: &str, args: &[&str]| {
-        engine.docker(&[&["exec", container, "redis-cli", "-p", "6379"][..], args].concat()).replace('\r', "")
-    };
-    let cut_at = Instant::now();
-    engines.cut(cut);
-
-    // On its side, Redis stops serving on its own: its nodes reach a minority of the masters, so once the node
-    // timeout has passed each sees the cluster down and refuses every key.
-    let down = engines::wait_for("the cut-off nodes see the cluster down", NODE_TIMEOUT * 6, || {
-        for c in &cut_off {
-            let info = on_cut_side(c, &["cluster", "info"]);
-            let state = info_field(&info, "cluster_state");
-            if state != Some("fail") {
-                return Err(format!("{c}: cluster_state {state:?}"));
+        // On its side, Redis stops serving on its own: its nodes reach a minority of the masters, so once the node
+        // timeout has passed each sees the cluster down and refuses every key.
+        let down = engines::wait_for("the cut-off nodes see the cluster down", NODE_TIMEOUT * 6, || {
+            for c in &cut_off {
+                let info = on_cut_side(c, &["cluster", "info"]);
+                let state = info_field(&info, "cluster_state");
+                if state != Some("fail") {
+                    return Err(format!("{c}: cluster_state {state:?}"));
+                }
             }
+            Ok(cut_at.elapsed())
+        });
+        for c in &cut_off {
+            let said = on_cut_side(c, &["set", "during-the-cut", "x"]);
+            assert!(said.contains("CLUSTERDOWN"), "a cut-off node answers a write with {said}");
         }
-        Ok(cut_at.elapsed())
+        // On the other side, the engine is as good as lost.
+        let took = served_without(&survivor, &cut_ip, cut_at);
+        println!(
+            "swarm: engine {cut_ip} cut off: its side down after {down:.1?}; its masters replaced, cluster_state:ok \
+             on the other side after {took:.1?}"
+        );
+        acknowledged_read_back(&survivor, &acked);
+        let [forgotten, replaced] = forgotten_and_replaced(stack, &cut_ip, &cut_ids, cut_at);
+        println!(
+            "swarm: engine {cut_ip} cut off: its {} nodes forgotten on the other side after {forgotten:.1?}, the \
+             cluster whole there after {replaced:.1?}",
+            cut_ids.len()
+        );
+
+        // The cut heals while the old nodes still run, with the cluster's old view: the swarm shuts them down, and
+        // none of them is taken back, though they still know every node.
+        engines.heal(cut);
+        let gone = stays_whole_once_back(stack, engines, cut, &cut_ids);
+        println!("swarm: engine {cut_ip} back: its old Redis tasks shut down {gone:.1?} after the cut healed");
+        acknowledged_read_back(&survivor, &acked);
     });
-    for c in &cut_off {
-        let said = on_cut_side(c, &["set", "during-the-cut", "x"]);
-        assert!(said.contains("CLUSTERDOWN"), "a cut-off node answers a write with {said}");
-    }
-    // On the other side, the engine is as good as lost.
-    let took = served_without(&survivor, &cut_ip, cut_at);
-    println!(
-        "swarm: engine {cut_ip} cut off: its side down after {down:.1?}; its masters replaced, cluster_state:ok \
-         on the other side after {took:.1?}"
-    );
-    acknowledged_read_back(&survivor, &acked);
-    let [forgotten, replaced] = forgotten_and_replaced(&stack, &cut_ip, &cut_ids, cut_at);
-    println!(
-        "swarm: engine {cut_ip} cut off: its {} nodes forgotten on the other side after {forgotten:.1?}, the \
-         cluster whole there after {replaced:.1?}",
-        cut_ids.len()
-    );
-
-    // The cut heals while the old nodes still run, with the cluster's old view: the swarm shuts them down, and
-    // none of them is taken back, though they still know every node.
-    engines.heal(cut);
-    let gone = stays_whole_once_back(&stack, &engines, cut, &cut_ids);
-    println!("swarm: engine {cut_ip} back: its old Redis tasks shut down {gone:.1?} after the cut healed");
-    acknowledged_read_back(&survivor, &acked);
-
-    drop(stack);
-    drop(engines);
-    assert_eq!(host.swarm(), before, "the host's swarm is as it was");
 }
