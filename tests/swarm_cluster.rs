@@ -1,8 +1,8 @@
 //! compose/swarm.sh end to end: a Redis Cluster across the engines of a real swarm (this machine's engine as the
 //! manager, extra engines as workers), formed, grown and used from the host through the addresses rediscover
 //! announced; one of its engines lost, or cut off the network while it runs, and back; and a single-node swarm
-//! that `swarm.sh up` makes and `swarm.sh down` leaves. Each test holds the
-//! host's swarm alone and leaves it as it found it.
+//! that `swarm.sh up` makes and `swarm.sh down` leaves. Each test holds the host's swarm alone and leaves it as it
+//! found it.
 
 mod common;
 mod engines;
@@ -502,10 +502,17 @@ fn forgotten_and_replaced(stack: &Stack, gone_ip: &str, gone_ids: &HashSet<Strin
     [forgotten, replaced]
 }
 
-/// Once engine `i` is back in the swarm: no Redis task of the stack runs on it (the swarm does not move tasks
-/// back, and shuts down the tasks it had), its own rediscover answers again, and for as long as gossip would take
-/// to bring them back the cluster stays whole without `gone_ids`. Returns the time from `since` until no task ran.
-fn stays_whole_once_back(stack: &Stack, engines: &Engines, i: usize, gone_ids: &HashSet<String>) -> Duration {
+/// Once engine `i` is back in the swarm and its own rediscover answers again: no Redis task of the stack runs on
+/// it, at the latest `tasks_gone_within` later (the swarm does not move tasks back, and shuts down the tasks the
+/// engine still runs; zero: none at the first look), and for as long as gossip would take to bring them back the
+/// cluster stays whole without `gone_ids`. Returns the time from the call until no task ran.
+fn stays_whole_once_back(
+    stack: &Stack,
+    engines: &Engines,
+    i: usize,
+    gone_ids: &HashSet<String>,
+    tasks_gone_within: Duration,
+) -> Duration {
     let since = Instant::now();
     engines.wait_node(i, "ready", engines::NODE_STATE);
     let engine = &engines.engines()[i];
@@ -514,14 +521,15 @@ fn stays_whole_once_back(stack: &Stack, engines: &Engines, i: usize, gone_ids: &
         node_reply(&back, &["PING"]).and_then(|r| if r.trim() == "PONG" { Ok(()) } else { Err(r) })
     });
     let label = format!("label=io.rediscover.cluster={}", stack.name);
-    let tasks_gone = engines::wait_for("no Redis task of the stack runs on the returned engine", FORGET, || {
-        let tasks = engine.docker(&["ps", "-q", "--filter", &label]);
-        if tasks.is_empty() {
-            Ok(since.elapsed())
-        } else {
-            Err(format!("running: {}", tasks.replace('\n', " ")))
-        }
-    });
+    let tasks_gone =
+        engines::wait_for("no Redis task of the stack runs on the returned engine", tasks_gone_within, || {
+            let tasks = engine.docker(&["ps", "-q", "--filter", &label]);
+            if tasks.is_empty() {
+                Ok(since.elapsed())
+            } else {
+                Err(format!("running: {}", tasks.replace('\n', " ")))
+            }
+        });
     let watch = Instant::now();
     while watch.elapsed() < NODE_TIMEOUT * 3 {
         let nodes = check_cluster(&stack.members(), 6);
@@ -556,9 +564,10 @@ fn an_engine_lost_has_its_masters_replaced_on_the_other_hosts_with_no_acknowledg
             lost_ids.len()
         );
 
-        // The host comes back: its engine rejoins the swarm, and the lost nodes stay out.
+        // The host comes back: its engine rejoins the swarm, and the lost nodes stay out. Its containers died with
+        // it, and the swarm does not start them again there.
         engines.start_again(lost);
-        let gone = stays_whole_once_back(stack, engines, lost, &lost_ids);
+        let gone = stays_whole_once_back(stack, engines, lost, &lost_ids, Duration::ZERO);
         println!("swarm: engine {lost_ip} back: no Redis task of the stack runs there {gone:.1?} after it started");
     });
 }
@@ -621,7 +630,7 @@ fn an_engine_cut_off_stops_serving_on_its_side_is_replaced_on_the_other_and_stay
         // The cut heals while the old nodes still run, with the cluster's old view: the swarm shuts them down, and
         // none of them is taken back, though they still know every node.
         engines.heal(cut);
-        let gone = stays_whole_once_back(stack, engines, cut, &cut_ids);
+        let gone = stays_whole_once_back(stack, engines, cut, &cut_ids, FORGET);
         println!("swarm: engine {cut_ip} back: its old Redis tasks shut down {gone:.1?} after the cut healed");
         acknowledged_read_back(&survivor, &acked);
     });
