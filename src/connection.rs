@@ -226,7 +226,7 @@ impl<S: ClientStream> Connection<S> {
             Ran::Wait(wait, command) => {
                 let Connection { stream, shared, input, .. } = self;
                 let reply = wait_for(wait, shared, shutdown, stream, input).await?;
-                self.shared.stats.record(command, reply.is_error());
+                self.shared.record(command, reply.is_error());
                 reply.encode(self.session.protocol, &mut self.output);
                 Ok(())
             }
@@ -380,7 +380,7 @@ fn run_ready(
     output: &mut BytesMut,
     ran: &mut bool,
 ) -> Poll<Ran> {
-    let mut tally = shared.stats.tally();
+    let mut tally = shared.tally();
     while output.len() < shared.config.max_output_bytes {
         let budget = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let args = match decoder.decode_borrowed(input) {
@@ -418,7 +418,7 @@ enum Step {
 }
 
 /// Checks auth and runs one request, counting it unless it must wait.
-fn execute(args: &[Bytes], shared: &Shared, session: &mut Session, tally: &mut Tally<'_>) -> Step {
+fn execute(args: &mut [Bytes], shared: &Shared, session: &mut Session, tally: &mut Tally<'_>) -> Step {
     let command = match Command::parse(args) {
         Ok(c) => c,
         Err(e) => return Step::Done(e.reply(), false),
@@ -433,7 +433,7 @@ fn execute(args: &[Bytes], shared: &Shared, session: &mut Session, tally: &mut T
         tally.flush();
     }
     let quit = matches!(command, Command::Quit);
-    match command.run(shared, session) {
+    match command.run(shared, session, tally) {
         Outcome::Reply(reply) => {
             tally.count(index, reply.is_error());
             Step::Done(reply, quit)

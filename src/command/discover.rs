@@ -1,9 +1,11 @@
 //! DISCOVER: a container's announce address, `ip:port@bus`, from the host ports Docker published for it.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
-use super::Shared;
 use super::{arg_str, is_keyword, parse_int, CommandError};
+use super::{Shared, Tally};
 use crate::announce::Announce;
 use crate::docker::{Container, DockerError, Found};
 use crate::protocol::Reply;
@@ -68,9 +70,9 @@ impl DiscoverError {
 }
 
 impl Discover {
-    /// Parses the arguments after `DISCOVER`.
-    pub fn parse(args: &[Bytes]) -> Result<Self, CommandError> {
-        let mut d = Discover { container: args[0].clone(), port: None, bus_port: None, hostname: false };
+    /// Parses the arguments after `DISCOVER`, taking the container's.
+    pub fn parse(args: &mut [Bytes]) -> Result<Self, CommandError> {
+        let mut d = Discover { container: std::mem::take(&mut args[0]), port: None, bus_port: None, hostname: false };
         let mut rest = args[1..].iter();
         while let Some(option) = rest.next() {
             if is_keyword(option, "HOSTNAME") {
@@ -90,20 +92,25 @@ impl Discover {
     }
 
     /// Answers from the port table, or gives itself back when only Docker can answer ([`Discover::ask_docker`]).
-    pub fn apply(self, shared: &Shared) -> Result<Reply, Self> {
-        match shared.ports.find_in_table(&self.container) {
-            Some(found) => Ok(self.answer(shared, found)),
+    pub fn apply(self, shared: &Shared, tally: &mut Tally<'_>) -> Result<Reply, Self> {
+        match shared.ports.find_in_table(&self.container, |found| self.answer(shared, found)) {
+            Some(reply) => {
+                tally.table_hit();
+                Ok(reply)
+            }
             None => Err(self),
         }
     }
 
     /// Answers what the port table could not, from Docker.
     pub async fn ask_docker(self, shared: &Shared) -> Reply {
-        let found = shared.ports.find_in_docker(&self.container).await;
-        self.answer(shared, found)
+        match shared.ports.find_in_docker(&self.container).await {
+            Ok(found) => self.answer(shared, Ok(found.as_ref())),
+            Err(e) => self.answer(shared, Err(e)),
+        }
     }
 
-    fn answer(&self, shared: &Shared, found: Result<Found, DockerError>) -> Reply {
+    fn answer(&self, shared: &Shared, found: Result<Found<&Arc<Container>>, DockerError>) -> Reply {
         // As Redis, nothing per request at the default level; the client's text is logged escaped. The name is
         // looked up as the bytes it came as, and read as text only for an error or the log.
         match self.resolve(shared, found) {
@@ -122,7 +129,11 @@ impl Discover {
         }
     }
 
-    fn resolve(&self, shared: &Shared, found: Result<Found, DockerError>) -> Result<Announce, DiscoverError> {
+    fn resolve(
+        &self,
+        shared: &Shared,
+        found: Result<Found<&Arc<Container>>, DockerError>,
+    ) -> Result<Announce, DiscoverError> {
         let found = found.map_err(|e| DiscoverError::from_docker(e, shared.config.docker_timeout))?;
         let quoted = || arg_str(&self.container).chars().take(64).collect::<String>();
         let container = match found {
@@ -131,7 +142,7 @@ impl Discover {
             Found::Ambiguous => return Err(DiscoverError::Ambiguous(quoted())),
             Found::None => return Err(DiscoverError::NoContainer(quoted())),
         };
-        announce(&container, shared, self.port, self.bus_port)
+        announce(container, shared, self.port, self.bus_port)
             .map_err(|port| DiscoverError::NoPort(arg_str(&self.container).into_owned(), port))
     }
 }
@@ -164,8 +175,8 @@ mod tests {
     use super::*;
 
     fn parse(words: &[&str]) -> Result<Discover, CommandError> {
-        let args: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
-        Discover::parse(&args)
+        let mut args: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        Discover::parse(&mut args)
     }
 
     #[test]

@@ -104,8 +104,9 @@ pub const REDIS_VERSION: &str = "7.0.0";
 const QUOTE_LIMIT: usize = 128;
 
 impl Command {
-    /// Parses a request: looks the name up, checks the arity, then lets the family parse the rest.
-    pub fn parse(args: &[Bytes]) -> Result<Command, CommandError> {
+    /// Parses a request: looks the name up, checks the arity, then lets the family parse the rest. An argument
+    /// the command keeps is taken from `args`, not shared.
+    pub fn parse(args: &mut [Bytes]) -> Result<Command, CommandError> {
         let Some(name) = args.first() else {
             return Err(CommandError::Syntax);
         };
@@ -124,7 +125,7 @@ impl Command {
                 }
             }
         }
-        let rest = &args[1..];
+        let rest = &mut args[1..];
         // The table is in the order of NAMES (a test checks), so its index says which command it is, and the
         // name is compared once.
         Ok(match index {
@@ -132,15 +133,15 @@ impl Command {
             1 => Command::Client(ClientCmd::parse(rest)?),
             2 => Command::Command(CommandCmd::parse(rest)?),
             3 => Command::Discover(Discover::parse(rest)?),
-            4 => Command::Echo(rest[0].clone()),
+            4 => Command::Echo(std::mem::take(&mut rest[0])),
             5 => Command::Hello(Hello::parse(rest)?),
             6 => Command::Info(Info::parse(rest)),
             7 => Command::Members(Members::parse(rest)?),
             8 if rest.len() > 1 => return Err(CommandError::Arity("ping".into())),
-            8 => Command::Ping(rest.first().cloned()),
+            8 => Command::Ping(rest.first_mut().map(std::mem::take)),
             9 => Command::Quit,
             10 => Command::Reset,
-            11 => Command::Select(rest[0].clone()),
+            11 => Command::Select(std::mem::take(&mut rest[0])),
             _ => unreachable!("command table entry '{}' has no parser", spec.name),
         })
     }
@@ -186,8 +187,9 @@ impl Command {
         command_docs::COMMANDS[self.index()].flags.contains(&"no-auth")
     }
 
-    /// Runs the command for one connection: its reply, unless it must wait (on Docker, or for containers).
-    pub fn run(self, shared: &Shared, session: &mut Session) -> Outcome {
+    /// Runs the command for one connection: its reply, unless it must wait (on Docker, or for containers). A
+    /// lookup answered from the port table is counted in `tally`.
+    pub fn run(self, shared: &Shared, session: &mut Session, tally: &mut Tally<'_>) -> Outcome {
         Outcome::Reply(match self {
             Command::Ping(None) => Reply::Simple("PONG".into()),
             Command::Ping(Some(msg)) | Command::Echo(msg) => Reply::Bulk(msg),
@@ -206,7 +208,7 @@ impl Command {
             Command::Client(c) => c.apply(shared, session),
             Command::Command(c) => c.apply(),
             Command::Info(i) => i.apply(shared),
-            Command::Discover(d) => match d.apply(shared) {
+            Command::Discover(d) => match d.apply(shared, tally) {
                 Ok(reply) => reply,
                 Err(d) => return Outcome::Wait(Wait::Discover(d)),
             },
@@ -216,7 +218,8 @@ impl Command {
 
     /// Runs the command to its reply, waiting if it must: [`Command::run`], then [`Wait::finish`].
     pub async fn apply(self, shared: &Shared, session: &mut Session) -> Reply {
-        match self.run(shared, session) {
+        let outcome = self.run(shared, session, &mut shared.tally());
+        match outcome {
             Outcome::Reply(reply) => reply,
             Outcome::Wait(wait) => wait.finish(shared).await,
         }
@@ -370,8 +373,8 @@ mod tests {
     use super::*;
 
     fn parse(words: &[&str]) -> Result<Command, CommandError> {
-        let args: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
-        Command::parse(&args)
+        let mut args: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        Command::parse(&mut args)
     }
 
     #[test]

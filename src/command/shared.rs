@@ -42,6 +42,17 @@ impl Shared {
     pub fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// A tally of calls and table hits for one connection's batch of requests, added to the counters when it is
+    /// dropped.
+    pub fn tally(&self) -> Tally<'_> {
+        Tally { stats: &self.stats, ports: &self.ports, command: 0, calls: 0, failed: 0, table_hits: 0 }
+    }
+
+    /// Counts one call of a command, by its [`Command::index`], and whether it answered an error.
+    pub fn record(&self, command: usize, failed: bool) {
+        self.tally().count(command, failed);
+    }
 }
 
 /// Server-wide counters.
@@ -84,16 +95,6 @@ impl Default for ServerStats {
 }
 
 impl ServerStats {
-    /// Counts one call of a command, by its [`Command::index`], and whether it answered an error.
-    pub fn record(&self, command: usize, failed: bool) {
-        self.tally().count(command, failed);
-    }
-
-    /// A tally of calls for one connection's batch of requests, added to these counters when it is dropped.
-    pub fn tally(&self) -> Tally<'_> {
-        Tally { stats: self, command: 0, calls: 0, failed: 0 }
-    }
-
     /// Requests processed: every command's calls, summed when asked rather than counted a second time on every
     /// request.
     pub fn commands_processed(&self) -> u64 {
@@ -114,12 +115,15 @@ impl ServerStats {
 /// Calls that a connection counts while it runs a batch of requests, added to the server's counters when another
 /// command is counted, when asked, and when it is dropped: a pipeline of one command costs one atomic add per
 /// batch, not one per request. Until then another thread's INFO does not see them (with one runtime thread, the
-/// default, no INFO runs in the middle of a batch).
+/// default, no INFO runs in the middle of a batch). The lookups answered from the port table are counted the
+/// same way.
 pub struct Tally<'a> {
     stats: &'a ServerStats,
+    ports: &'a Ports,
     command: usize,
     calls: u64,
     failed: u64,
+    table_hits: u64,
 }
 
 impl Tally<'_> {
@@ -133,8 +137,17 @@ impl Tally<'_> {
         self.failed += u64::from(failed);
     }
 
+    /// Counts one lookup answered from the port table.
+    pub fn table_hit(&mut self) {
+        self.table_hits += 1;
+    }
+
     /// Adds what it holds to the server's counters.
     pub fn flush(&mut self) {
+        if self.table_hits > 0 {
+            self.ports.count_hits(self.table_hits);
+            self.table_hits = 0;
+        }
         if self.calls == 0 {
             return;
         }

@@ -139,26 +139,39 @@ impl Ports {
 
     /// Finds one container by full id, unique id prefix or name.
     pub async fn find(&self, query: &[u8]) -> Result<Found, DockerError> {
-        match self.find_in_table(query) {
-            Some(found) => found,
+        match self.find_in_table(query, |found| found.map(Found::cloned)) {
+            Some(found) => {
+                self.count_hits(1);
+                found
+            }
             None => self.find_in_docker(query).await,
         }
     }
 
-    /// What the table alone can answer for [`Ports::find`], without waiting: `None` when Docker must be asked.
-    pub fn find_in_table(&self, query: &[u8]) -> Option<Result<Found, DockerError>> {
+    /// Counts lookups answered from the table, for INFO: [`Ports::find_in_table`] leaves that to its caller, which
+    /// may count a batch of them at once.
+    pub fn count_hits(&self, n: u64) {
+        self.stats.hits.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// What the table alone can answer for [`Ports::find`], without waiting, given to `answer` while the table
+    /// lends the container: `None` when Docker must be asked. The caller counts the hit ([`Ports::count_hits`]).
+    pub fn find_in_table<R>(
+        &self,
+        query: &[u8],
+        answer: impl FnOnce(Result<Found<&Arc<Container>>, DockerError>) -> R,
+    ) -> Option<R> {
         if !self.is_fresh() {
             return None;
         }
         let table = read(&self.table);
         let found = match table.find(query) {
-            Found::One(c) if table.is_running(&c) => Found::One(c),
+            Found::One(c) if table.is_running(c) => Found::One(c),
             Found::Ambiguous => Found::Ambiguous,
             // Unknown, stopped or just changed: it may have started since its last event was read.
             _ => return None,
         };
-        self.stats.hits.fetch_add(1, Ordering::Relaxed);
-        Some(self.announceable_found(found))
+        Some(answer(self.announceable_found(found)))
     }
 
     /// [`Ports::find`] for a query the table could not answer.
@@ -167,14 +180,14 @@ impl Ports {
         if !is_container_ref(query) {
             return Ok(Found::None);
         }
-        let found = self.ask_docker().await?.find(query);
+        let found = self.ask_docker().await?.find(query).cloned();
         self.announceable_found(found)
     }
 
     /// A container found that has no address to be announced at yet is an error, not an answer.
-    fn announceable_found(&self, found: Found) -> Result<Found, DockerError> {
+    fn announceable_found<C: AsRef<Container>>(&self, found: Found<C>) -> Result<Found<C>, DockerError> {
         match found {
-            Found::One(c) if !self.announceable(&c) => Err(DockerError::Unreachable(
+            Found::One(c) if !self.announceable(c.as_ref()) => Err(DockerError::Unreachable(
                 "this engine's swarm node address is not known yet, and there is no default route: \
                  pass --announce-ip"
                     .into(),

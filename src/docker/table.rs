@@ -82,15 +82,37 @@ impl std::fmt::Display for LabelFilter {
     }
 }
 
-/// What a lookup in the table found.
+/// What a lookup in the table found: the container's shared record, or, lent by the table, a reference to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Found {
+pub enum Found<C = Arc<Container>> {
     /// Exactly one container.
-    One(Arc<Container>),
+    One(C),
     /// No container by that name, id or prefix.
     None,
     /// An id prefix shared by several containers.
     Ambiguous,
+}
+
+impl<C> Found<C> {
+    /// The same finding, lending the container.
+    pub fn as_ref(&self) -> Found<&C> {
+        match self {
+            Found::One(c) => Found::One(c),
+            Found::None => Found::None,
+            Found::Ambiguous => Found::Ambiguous,
+        }
+    }
+}
+
+impl<C: Clone> Found<&C> {
+    /// The same finding, with a share of the container of its own.
+    pub fn cloned(self) -> Found<C> {
+        match self {
+            Found::One(c) => Found::One(c.clone()),
+            Found::None => Found::None,
+            Found::Ambiguous => Found::Ambiguous,
+        }
+    }
 }
 
 /// Every known container, indexed by full id, short id and name, and which of them changed since they were
@@ -251,19 +273,19 @@ impl PortTable {
 
     /// Finds a container as Docker does: full id, then name, then unique id prefix. A lookup by hostname or
     /// name hashes the query at most twice.
-    pub fn find(&self, query: &[u8]) -> Found {
+    pub fn find(&self, query: &[u8]) -> Found<&Arc<Container>> {
         if query.len() == ID_LEN {
             if let Some(c) = self.by_id.get(query) {
-                return Found::One(c.clone());
+                return Found::One(c);
             }
         }
         let name = query.strip_prefix(b"/").unwrap_or(query);
         if let Some(c) = self.by_name.get(name) {
-            return Found::One(c.clone());
+            return Found::One(c);
         }
         if query.len() == SHORT_ID_LEN {
             return match self.by_short_id.get(query).map(Vec::as_slice) {
-                Some([c]) => Found::One(c.clone()),
+                Some([c]) => Found::One(c),
                 Some([_, _, ..]) => Found::Ambiguous,
                 _ => Found::None,
             };
@@ -273,7 +295,7 @@ impl PortTable {
         }
         let mut hits = self.by_id.values().filter(|c| c.id.as_bytes().starts_with(query));
         match (hits.next(), hits.next()) {
-            (Some(c), None) => Found::One(c.clone()),
+            (Some(c), None) => Found::One(c),
             (Some(_), Some(_)) => Found::Ambiguous,
             _ => Found::None,
         }

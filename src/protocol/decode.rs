@@ -223,9 +223,10 @@ impl RequestDecoder {
 
     /// [`RequestDecoder::decode`], lending the arguments instead: they stay in the decoder until the next call,
     /// whose arguments reuse their room, so a request costs no allocation of its own. The call that finds no
-    /// complete request lets the last one's arguments go, and with them their share of the read buffer.
-    pub fn decode_borrowed(&mut self, src: &mut BytesMut) -> Result<Option<&[Bytes]>, ProtocolError> {
-        Ok(self.next_request(src)?.then_some(self.args.as_slice()))
+    /// complete request lets the last one's arguments go, and with them their share of the read buffer. The
+    /// borrower may take an argument it keeps (`std::mem::take`), which costs no reference count.
+    pub fn decode_borrowed(&mut self, src: &mut BytesMut) -> Result<Option<&mut [Bytes]>, ProtocolError> {
+        Ok(self.next_request(src)?.then_some(self.args.as_mut_slice()))
     }
 
     /// Reads the next whole request into `self.args`; true when there is one.
@@ -635,7 +636,7 @@ mod tests {
         }
         many.extend_from_slice(b"*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n");
         let mut buf = BytesMut::from(&many[..]);
-        assert_eq!(decoder.decode_borrowed(&mut buf).expect("valid").map(<[Bytes]>::len), Some(1000));
+        assert_eq!(decoder.decode_borrowed(&mut buf).expect("valid").map(|args| args.len()), Some(1000));
         let next = decoder.decode_borrowed(&mut buf).expect("valid").expect("a request");
         assert_eq!(next, [Bytes::from_static(b"ECHO"), Bytes::from_static(b"hi")]);
         assert!(decoder.decode_borrowed(&mut buf).expect("valid").is_none());
