@@ -8,15 +8,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::command::{Command, Outcome, Session, Shared, Tally, Wait, WIRE_NAMES};
-use crate::protocol::{Reply, RequestDecoder};
+use crate::command::{Command, Outcome, Session, Shared, Tally, Wait};
+use crate::protocol::{Args, Reply, RequestDecoder};
 
 /// Bytes asked of the socket per read (Redis: PROTO_IOBUF_LEN). The buffer lives only while the client is
 /// active, so its size costs an idle client nothing.
@@ -109,7 +109,7 @@ where
     // and each async fn between it and the wait would keep its own copies of what it is given. So the task holds
     // the connection's state once, in one struct, and besides it only the wait of the moment.
     let session = Session::new(&shared, peer);
-    let mut decoder = RequestDecoder::new(shared.config.limits).with_shared_words(&WIRE_NAMES);
+    let mut decoder = RequestDecoder::new(shared.config.limits);
     decoder.set_unauthenticated(!session.authenticated);
     let mut conn = Connection {
         stream,
@@ -418,8 +418,8 @@ enum Step {
 }
 
 /// Checks auth and runs one request, counting it unless it must wait.
-fn execute(args: &mut [Bytes], shared: &Shared, session: &mut Session, tally: &mut Tally<'_>) -> Step {
-    let command = match Command::parse(args) {
+fn execute(args: Args<'_>, shared: &Shared, session: &mut Session, tally: &mut Tally<'_>) -> Step {
+    let command = match args.with_slice(Command::parse) {
         Ok(c) => c,
         Err(e) => return Step::Done(e.reply(), false),
     };

@@ -4,7 +4,7 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use redis_protocol::{resp2, resp3};
 use rediscover::command::Command;
@@ -14,8 +14,8 @@ use rediscover::Config;
 
 fuzz_target!(|input: &[u8]| {
     // Arguments are separated by NUL bytes, so that seeds stay readable.
-    let mut args: Vec<Bytes> = input.split(|&b| b == 0).map(Bytes::copy_from_slice).collect();
-    let reply = match Command::parse(&mut args) {
+    let args: Vec<&[u8]> = input.split(|&b| b == 0).collect();
+    let reply = match Command::parse(&args) {
         Ok(command) => {
             let _ = (command.name(), command.allowed_before_auth());
             // With a password, so AUTH and HELLO AUTH check it; apply itself does not ask for authentication.

@@ -4,7 +4,6 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use rediscover::command::WIRE_NAMES;
 use rediscover::protocol::{DecodeLimits, RequestDecoder};
 
 /// Small enough that short inputs reach every limit.
@@ -36,8 +35,7 @@ fuzz_target!(|input: &[u8]| {
 
 /// Feeds `input` in chunks of the sizes `chunk` gives, decoding after each, checking the buffer as it goes.
 fn decode(input: &[u8], limits: DecodeLimits, mut chunk: impl FnMut() -> usize) -> Outcome {
-    // The server's own shared words: a request that arrives whole may name one, one fed in pieces never does.
-    let mut decoder = RequestDecoder::new(limits).with_shared_words(&WIRE_NAMES);
+    let mut decoder = RequestDecoder::new(limits);
     let mut buf = BytesMut::new();
     let (mut fed, mut taken) = (0, 0);
     let mut requests = Vec::new();

@@ -27,16 +27,16 @@ pub enum ClientCmd {
 
 impl ClientCmd {
     /// Parses the arguments after `CLIENT`.
-    pub fn parse(args: &[Bytes]) -> Result<Self, CommandError> {
-        let sub = arg_str(&args[0]).to_ascii_lowercase();
+    pub fn parse(args: &[&[u8]]) -> Result<Self, CommandError> {
+        let sub = arg_str(args[0]).to_ascii_lowercase();
         Ok(match sub.as_str() {
             "id" => ClientCmd::Id,
             "getname" => ClientCmd::GetName,
-            "setname" => ClientCmd::SetName(valid_name(&args[1])?),
-            "setinfo" if is_keyword(&args[1], "LIB-NAME") => ClientCmd::SetLibName(valid_info(&args[2])?),
-            "setinfo" if is_keyword(&args[1], "LIB-VER") => ClientCmd::SetLibVer(valid_info(&args[2])?),
+            "setname" => ClientCmd::SetName(valid_name(args[1])?),
+            "setinfo" if is_keyword(args[1], "LIB-NAME") => ClientCmd::SetLibName(valid_info(args[2])?),
+            "setinfo" if is_keyword(args[1], "LIB-VER") => ClientCmd::SetLibVer(valid_info(args[2])?),
             "setinfo" => {
-                return Err(CommandError::Invalid(format!("ERR Unrecognized option '{}'", arg_str(&args[1])).into()))
+                return Err(CommandError::Invalid(format!("ERR Unrecognized option '{}'", arg_str(args[1])).into()))
             }
             "info" => ClientCmd::Info,
             "help" => ClientCmd::Help,
@@ -87,7 +87,7 @@ impl ClientCmd {
 ///
 /// The name is copied: the argument is a slice of the connection's read buffer, and a stored slice would keep
 /// that whole buffer alive for as long as the name is set.
-pub fn valid_name(name: &Bytes) -> Result<Bytes, CommandError> {
+pub fn valid_name(name: &[u8]) -> Result<Bytes, CommandError> {
     if name.iter().all(|b| (b'!'..=b'~').contains(b)) {
         Ok(Bytes::copy_from_slice(name))
     } else {
@@ -96,7 +96,7 @@ pub fn valid_name(name: &Bytes) -> Result<Bytes, CommandError> {
 }
 
 /// A library name or version, copied for the same reason as a name.
-fn valid_info(value: &Bytes) -> Result<Bytes, CommandError> {
+fn valid_info(value: &[u8]) -> Result<Bytes, CommandError> {
     if value.iter().all(|b| (b'!'..=b'~').contains(b)) {
         Ok(Bytes::copy_from_slice(value))
     } else {
@@ -111,7 +111,7 @@ mod tests {
     use super::*;
 
     fn parse(words: &[&str]) -> Result<ClientCmd, CommandError> {
-        let args: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
         ClientCmd::parse(&args)
     }
 

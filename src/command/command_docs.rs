@@ -262,12 +262,12 @@ pub enum CommandCmd {
 
 impl CommandCmd {
     /// Parses the arguments after `COMMAND`.
-    pub fn parse(args: &[Bytes]) -> Result<Self, CommandError> {
+    pub fn parse(args: &[&[u8]]) -> Result<Self, CommandError> {
         let Some(sub) = args.first() else {
             return Ok(CommandCmd::All);
         };
         let sub = arg_str(sub).to_ascii_lowercase();
-        let rest = args[1..].to_vec();
+        let rest = args[1..].iter().map(|a| Bytes::copy_from_slice(a)).collect();
         Ok(match sub.as_str() {
             "count" => CommandCmd::Count,
             "docs" => CommandCmd::Docs(rest),
@@ -315,7 +315,7 @@ impl CommandCmd {
     }
 }
 
-fn lookup(name: &Bytes) -> Option<&'static CommandSpec> {
+fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     find(&arg_str(name).to_ascii_lowercase())
 }
 

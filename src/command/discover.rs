@@ -1,8 +1,7 @@
 //! DISCOVER: a container's announce address, `ip:port@bus`, from the host ports Docker published for it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
-
-use bytes::Bytes;
 
 use super::{arg_str, is_keyword, parse_int, CommandError};
 use super::{Shared, Tally};
@@ -12,9 +11,10 @@ use crate::protocol::Reply;
 
 /// `DISCOVER container [PORT n] [BUSPORT n]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Discover {
-    /// Full id, unique id prefix, or name.
-    pub container: Bytes,
+pub struct Discover<'a> {
+    /// Full id, unique id prefix, or name: borrowed from the request while the table answers, a copy of its own
+    /// when Docker must.
+    pub container: Cow<'a, [u8]>,
     /// The container's data port, when not the configured one.
     pub port: Option<u16>,
     /// The container's bus port, when not the configured one.
@@ -69,10 +69,10 @@ impl DiscoverError {
     }
 }
 
-impl Discover {
-    /// Parses the arguments after `DISCOVER`, taking the container's.
-    pub fn parse(args: &mut [Bytes]) -> Result<Self, CommandError> {
-        let mut d = Discover { container: std::mem::take(&mut args[0]), port: None, bus_port: None, hostname: false };
+impl<'a> Discover<'a> {
+    /// Parses the arguments after `DISCOVER`.
+    pub fn parse(args: &[&'a [u8]]) -> Result<Self, CommandError> {
+        let mut d = Discover { container: Cow::Borrowed(args[0]), port: None, bus_port: None, hostname: false };
         let mut rest = args[1..].iter();
         while let Some(option) = rest.next() {
             if is_keyword(option, "HOSTNAME") {
@@ -100,6 +100,11 @@ impl Discover {
             }
             None => Err(self),
         }
+    }
+
+    /// The same request, with a copy of the container's name of its own, to wait for Docker with.
+    pub fn into_owned(self) -> Discover<'static> {
+        Discover { container: Cow::Owned(self.container.into_owned()), ..self }
     }
 
     /// Answers what the port table could not, from Docker.
@@ -163,7 +168,7 @@ pub fn announce(
     Ok(Announce { ip, port: host_data, bus_port: host_bus })
 }
 
-fn parse_port(arg: &Bytes) -> Result<u16, CommandError> {
+fn parse_port(arg: &[u8]) -> Result<u16, CommandError> {
     match parse_int(arg)? {
         p @ 1..=65535 => Ok(p as u16),
         _ => Err(CommandError::Invalid("ERR port must be between 1 and 65535".into())),
@@ -174,9 +179,9 @@ fn parse_port(arg: &Bytes) -> Result<u16, CommandError> {
 mod tests {
     use super::*;
 
-    fn parse(words: &[&str]) -> Result<Discover, CommandError> {
-        let mut args: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
-        Discover::parse(&mut args)
+    fn parse<'a>(words: &[&'a str]) -> Result<Discover<'a>, CommandError> {
+        let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
+        Discover::parse(&args)
     }
 
     #[test]

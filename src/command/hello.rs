@@ -32,7 +32,7 @@ pub struct Auth {
 
 impl Hello {
     /// Parses the arguments after `HELLO`.
-    pub fn parse(args: &[Bytes]) -> Result<Self, CommandError> {
+    pub fn parse(args: &[&[u8]]) -> Result<Self, CommandError> {
         let mut hello = Hello { protocol: None, auth: None, setname: None };
         let Some(version) = args.first() else {
             return Ok(hello);
@@ -48,15 +48,18 @@ impl Hello {
         let mut i = 1;
         while i < args.len() {
             let left = args.len() - i - 1;
-            if is_keyword(&args[i], "AUTH") && left >= 2 {
-                hello.auth = Some(Auth { user: Some(args[i + 1].clone()), password: args[i + 2].clone() });
+            if is_keyword(args[i], "AUTH") && left >= 2 {
+                hello.auth = Some(Auth {
+                    user: Some(Bytes::copy_from_slice(args[i + 1])),
+                    password: Bytes::copy_from_slice(args[i + 2]),
+                });
                 i += 3;
-            } else if is_keyword(&args[i], "SETNAME") && left >= 1 {
-                hello.setname = Some(super::client::valid_name(&args[i + 1])?);
+            } else if is_keyword(args[i], "SETNAME") && left >= 1 {
+                hello.setname = Some(super::client::valid_name(args[i + 1])?);
                 i += 2;
             } else {
                 return Err(CommandError::Invalid(
-                    format!("ERR Syntax error in HELLO option '{}'", arg_str(&args[i])).into(),
+                    format!("ERR Syntax error in HELLO option '{}'", arg_str(args[i])).into(),
                 ));
             }
         }
@@ -97,10 +100,12 @@ impl Hello {
 
 impl Auth {
     /// Parses the arguments after `AUTH`.
-    pub fn parse(args: &[Bytes]) -> Result<Self, CommandError> {
+    pub fn parse(args: &[&[u8]]) -> Result<Self, CommandError> {
         match args {
-            [password] => Ok(Auth { user: None, password: password.clone() }),
-            [user, password] => Ok(Auth { user: Some(user.clone()), password: password.clone() }),
+            [password] => Ok(Auth { user: None, password: Bytes::copy_from_slice(password) }),
+            [user, password] => {
+                Ok(Auth { user: Some(Bytes::copy_from_slice(user)), password: Bytes::copy_from_slice(password) })
+            }
             _ => Err(CommandError::Syntax),
         }
     }
@@ -146,8 +151,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn b(words: &[&str]) -> Vec<Bytes> {
-        words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect()
+    fn b<'a>(words: &[&'a str]) -> Vec<&'a [u8]> {
+        words.iter().map(|w| w.as_bytes()).collect()
     }
 
     #[test]

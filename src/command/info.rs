@@ -3,8 +3,6 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-
 use super::arg_str;
 use super::Shared;
 use crate::protocol::Reply;
@@ -21,7 +19,7 @@ pub struct Info {
 
 impl Info {
     /// Parses the arguments after `INFO`.
-    pub fn parse(args: &[Bytes]) -> Self {
+    pub fn parse(args: &[&[u8]]) -> Self {
         Info { sections: args.iter().map(|a| arg_str(a).to_ascii_lowercase()).collect() }
     }
 

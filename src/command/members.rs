@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use super::discover::{announce, DiscoverError};
 use super::Shared;
 use super::{arg_str, is_keyword, parse_int, CommandError};
@@ -28,7 +26,7 @@ type Member = (String, String);
 
 impl Members {
     /// Parses the arguments after `MEMBERS`.
-    pub fn parse(args: &[Bytes]) -> Result<Self, CommandError> {
+    pub fn parse(args: &[&[u8]]) -> Result<Self, CommandError> {
         let mut m = Members { label: None, min: 0, timeout: None, with_names: false };
         let mut rest = args.iter();
         while let Some(option) = rest.next() {
@@ -118,7 +116,7 @@ mod tests {
     use super::*;
 
     fn parse(words: &[&str]) -> Result<Members, CommandError> {
-        let args: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
         Members::parse(&args)
     }
 

@@ -15,7 +15,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use crate::protocol::{string2ll, Reply, SharedWords};
+use crate::protocol::{string2ll, Reply};
 
 pub use client::ClientCmd;
 pub use command_docs::CommandCmd;
@@ -26,15 +26,15 @@ pub use members::Members;
 pub use session::Session;
 pub use shared::{ServerStats, Shared, Tally};
 
-/// A parsed request.
+/// A parsed request, borrowing from the request what it needs of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub enum Command<'a> {
     /// `PING [message]`.
-    Ping(Option<Bytes>),
+    Ping(Option<&'a [u8]>),
     /// `ECHO message`.
-    Echo(Bytes),
+    Echo(&'a [u8]),
     /// `SELECT index`: only database 0 exists.
-    Select(Bytes),
+    Select(&'a [u8]),
     /// `QUIT`.
     Quit,
     /// `RESET`.
@@ -50,7 +50,7 @@ pub enum Command {
     /// `INFO [section ...]`.
     Info(Info),
     /// `DISCOVER container ...`.
-    Discover(Discover),
+    Discover(Discover<'a>),
     /// `MEMBERS ...`.
     Members(Members),
 }
@@ -103,29 +103,28 @@ pub const REDIS_VERSION: &str = "7.0.0";
 /// How much of a bad request an error reply quotes (Redis: 128 characters).
 const QUOTE_LIMIT: usize = 128;
 
-impl Command {
-    /// Parses a request: looks the name up, checks the arity, then lets the family parse the rest. An argument
-    /// the command keeps is taken from `args`, not shared.
-    pub fn parse(args: &mut [Bytes]) -> Result<Command, CommandError> {
+impl<'a> Command<'a> {
+    /// Parses a request: looks the name up, checks the arity, then lets the family parse the rest.
+    pub fn parse(args: &[&'a [u8]]) -> Result<Command<'a>, CommandError> {
         let Some(name) = args.first() else {
             return Err(CommandError::Syntax);
         };
         let Some(index) = Self::lookup(name) else {
-            return Err(unknown(&args[0], &args[1..]));
+            return Err(unknown(args[0], &args[1..]));
         };
         let spec = &command_docs::COMMANDS[index];
         if !command_docs::arity_fits(spec.arity, args.len()) {
             return Err(CommandError::Arity(spec.name.to_string()));
         }
         if !spec.subcommands.is_empty() && args.len() > 1 {
-            let full = format!("{}|{}", spec.name, arg_str(&args[1]).to_ascii_lowercase());
+            let full = format!("{}|{}", spec.name, arg_str(args[1]).to_ascii_lowercase());
             if let Some(sub) = command_docs::find(&full) {
                 if !command_docs::arity_fits(sub.arity, args.len()) {
                     return Err(CommandError::Arity(full));
                 }
             }
         }
-        let rest = &mut args[1..];
+        let rest = &args[1..];
         // The table is in the order of NAMES (a test checks), so its index says which command it is, and the
         // name is compared once.
         Ok(match index {
@@ -133,15 +132,15 @@ impl Command {
             1 => Command::Client(ClientCmd::parse(rest)?),
             2 => Command::Command(CommandCmd::parse(rest)?),
             3 => Command::Discover(Discover::parse(rest)?),
-            4 => Command::Echo(std::mem::take(&mut rest[0])),
+            4 => Command::Echo(rest[0]),
             5 => Command::Hello(Hello::parse(rest)?),
             6 => Command::Info(Info::parse(rest)),
             7 => Command::Members(Members::parse(rest)?),
             8 if rest.len() > 1 => return Err(CommandError::Arity("ping".into())),
-            8 => Command::Ping(rest.first_mut().map(std::mem::take)),
+            8 => Command::Ping(rest.first().copied()),
             9 => Command::Quit,
             10 => Command::Reset,
-            11 => Command::Select(std::mem::take(&mut rest[0])),
+            11 => Command::Select(rest[0]),
             _ => unreachable!("command table entry '{}' has no parser", spec.name),
         })
     }
@@ -192,8 +191,8 @@ impl Command {
     pub fn run(self, shared: &Shared, session: &mut Session, tally: &mut Tally<'_>) -> Outcome {
         Outcome::Reply(match self {
             Command::Ping(None) => Reply::Simple("PONG".into()),
-            Command::Ping(Some(msg)) | Command::Echo(msg) => Reply::Bulk(msg),
-            Command::Select(index) => match parse_int(&index) {
+            Command::Ping(Some(msg)) | Command::Echo(msg) => Reply::Bulk(Bytes::copy_from_slice(msg)),
+            Command::Select(index) => match parse_int(index) {
                 Ok(0) => Reply::ok(),
                 Ok(_) => Reply::error("ERR DB index is out of range"),
                 Err(e) => e.reply(),
@@ -210,7 +209,7 @@ impl Command {
             Command::Info(i) => i.apply(shared),
             Command::Discover(d) => match d.apply(shared, tally) {
                 Ok(reply) => reply,
-                Err(d) => return Outcome::Wait(Wait::Discover(d)),
+                Err(d) => return Outcome::Wait(Wait::Discover(d.into_owned())),
             },
             Command::Members(m) => return Outcome::Wait(Wait::Members(m)),
         })
@@ -239,7 +238,7 @@ pub enum Outcome {
 #[derive(Debug)]
 pub enum Wait {
     /// A DISCOVER the port table could not answer: Docker must.
-    Discover(Discover),
+    Discover(Discover<'static>),
     /// MEMBERS, which reads Docker or the table and may wait for enough containers.
     Members(Members),
 }
@@ -295,37 +294,7 @@ const NAME_WORDS: [u64; Command::NAMES.len()] = {
     words
 };
 
-/// Every command name as clients send it, upper case (client libraries, redis-cli as typed) or lower, the most
-/// used first: the words the request decoder gives as static copies
-/// ([`crate::protocol::RequestDecoder::with_shared_words`]).
-pub static WIRE_NAMES: SharedWords = SharedWords(&[
-    b"DISCOVER",
-    b"PING",
-    b"MEMBERS",
-    b"discover",
-    b"ping",
-    b"members",
-    b"INFO",
-    b"info",
-    b"HELLO",
-    b"hello",
-    b"AUTH",
-    b"auth",
-    b"CLIENT",
-    b"client",
-    b"COMMAND",
-    b"command",
-    b"ECHO",
-    b"echo",
-    b"QUIT",
-    b"quit",
-    b"RESET",
-    b"reset",
-    b"SELECT",
-    b"select",
-]);
-
-fn unknown(name: &Bytes, rest: &[Bytes]) -> CommandError {
+fn unknown(name: &[u8], rest: &[&[u8]]) -> CommandError {
     let mut args = String::new();
     for a in rest {
         if args.len() >= QUOTE_LIMIT {
@@ -340,7 +309,7 @@ fn unknown(name: &Bytes, rest: &[Bytes]) -> CommandError {
 }
 
 /// An argument as text, with invalid UTF-8 replaced.
-pub fn arg_str(arg: &Bytes) -> Cow<'_, str> {
+pub fn arg_str(arg: &[u8]) -> Cow<'_, str> {
     // What clients send is nearly always valid: the plain check costs a fraction of the lossy walk.
     match std::str::from_utf8(arg) {
         Ok(text) => Cow::Borrowed(text),
@@ -349,12 +318,12 @@ pub fn arg_str(arg: &Bytes) -> Cow<'_, str> {
 }
 
 /// An argument as a signed integer, read as the decoder reads request lengths (Redis's string2ll).
-pub fn parse_int(arg: &Bytes) -> Result<i64, CommandError> {
+pub fn parse_int(arg: &[u8]) -> Result<i64, CommandError> {
     string2ll(arg).ok_or(CommandError::NotInteger)
 }
 
 /// Whether an argument equals a keyword, ignoring case.
-pub fn is_keyword(arg: &Bytes, keyword: &str) -> bool {
+pub fn is_keyword(arg: &[u8], keyword: &str) -> bool {
     arg.eq_ignore_ascii_case(keyword.as_bytes())
 }
 
@@ -372,9 +341,9 @@ pub fn help(command: &str, lines: &[&str]) -> Reply {
 mod tests {
     use super::*;
 
-    fn parse(words: &[&str]) -> Result<Command, CommandError> {
-        let mut args: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
-        Command::parse(&mut args)
+    fn parse<'a>(words: &[&'a str]) -> Result<Command<'a>, CommandError> {
+        let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
+        Command::parse(&args)
     }
 
     #[test]
@@ -412,16 +381,6 @@ mod tests {
     }
 
     #[test]
-    fn wire_names_are_every_name_in_upper_and_lower_case() {
-        let mut wire: Vec<Vec<u8>> = WIRE_NAMES.0.iter().map(|w| w.to_vec()).collect();
-        let mut both: Vec<Vec<u8>> =
-            Command::NAMES.iter().flat_map(|n| [n.as_bytes().to_vec(), n.to_ascii_uppercase().into_bytes()]).collect();
-        wire.sort();
-        both.sort();
-        assert_eq!(wire, both);
-    }
-
-    #[test]
     fn a_name_is_found_in_any_case_and_only_as_a_whole() {
         for (i, name) in Command::NAMES.iter().enumerate() {
             assert_eq!(Command::lookup(name.as_bytes()), Some(i));
@@ -439,7 +398,7 @@ mod tests {
     #[test]
     fn names_are_case_insensitive() {
         assert_eq!(parse(&["PiNg"]).unwrap(), Command::Ping(None));
-        assert_eq!(parse(&["ping", "hi"]).unwrap(), Command::Ping(Some(Bytes::from_static(b"hi"))));
+        assert_eq!(parse(&["ping", "hi"]).unwrap(), Command::Ping(Some(&b"hi"[..])));
         assert_eq!(parse(&["QUIT"]).unwrap().name(), "quit");
     }
 
@@ -461,9 +420,9 @@ mod tests {
 
     #[test]
     fn integers_parse_like_string2ll() {
-        assert_eq!(parse_int(&Bytes::from_static(b"-12")), Ok(-12));
+        assert_eq!(parse_int(b"-12"), Ok(-12));
         for bad in ["", "+1", "1.0", " 1", "99999999999999999999", "x", "01", "-0"] {
-            assert_eq!(parse_int(&Bytes::copy_from_slice(bad.as_bytes())), Err(CommandError::NotInteger), "{bad}");
+            assert_eq!(parse_int(bad.as_bytes()), Err(CommandError::NotInteger), "{bad}");
         }
     }
 }

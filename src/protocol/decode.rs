@@ -96,30 +96,69 @@ enum State {
     Body { len: usize, remaining: usize },
 }
 
+/// Where an argument lies in the read buffer: its first byte and the byte after its last.
+type Span = (usize, usize);
+
 /// Decodes client requests into their arguments; see the module documentation.
 #[derive(Debug)]
 pub struct RequestDecoder {
     limits: DecodeLimits,
     state: State,
-    args: Vec<Bytes>,
-    /// Bytes at the front of the buffer already searched for `\n` without finding one.
+    /// Where the arguments of the request being read lie in the buffer.
+    spans: Vec<Span>,
+    /// Bytes of the buffer that the request being read has taken so far: it stays in the buffer until it is
+    /// whole, so that its arguments are lent as slices of it.
+    taken: usize,
+    /// Bytes of the buffer after `taken` already searched for `\n` without finding one.
     scanned: usize,
-    /// Bytes of the current request taken from the buffer so far.
-    consumed: usize,
+    /// Bytes at the front of the buffer of the request lent last, let go at the next call.
+    lent: usize,
     /// Whether the smaller limits of a client that has yet to authenticate apply.
     unauthenticated: bool,
-    /// Words a request's first argument is taken as, when it is one of them: a static copy costs no reference
-    /// count to lend and to let go, where a slice of the read buffer costs an atomic add for each.
-    shared_words: &'static SharedWords,
 }
 
-/// Words a decoder gives as static copies ([`RequestDecoder::with_shared_words`]), held by reference so that the
-/// decoder, which every connection's task holds, grows by one pointer.
-#[derive(Debug)]
-pub struct SharedWords(pub &'static [&'static [u8]]);
+/// A request's arguments, lent by the decoder until its next call: slices of the read buffer, with no copy and no
+/// reference count (an inline line's quotes are undone in the buffer itself).
+#[derive(Debug, Clone, Copy)]
+pub struct Args<'a> {
+    bytes: &'a [u8],
+    spans: &'a [Span],
+}
 
-/// No shared words.
-static NO_WORDS: SharedWords = SharedWords(&[]);
+/// Most arguments [`Args::with_slice`] lays out on the stack.
+const ON_STACK: usize = 8;
+
+impl<'a> Args<'a> {
+    /// How many arguments there are.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there are none (never so for a request the decoder lends).
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The arguments in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
+        let bytes = self.bytes;
+        self.spans.iter().map(move |&(start, end)| &bytes[start..end])
+    }
+
+    /// Gives `f` the arguments as a slice, laid out on the stack when there are at most eight, as in what clients
+    /// send.
+    pub fn with_slice<R>(&self, f: impl FnOnce(&[&'a [u8]]) -> R) -> R {
+        if self.len() <= ON_STACK {
+            let mut words: [&[u8]; ON_STACK] = [&[]; ON_STACK];
+            for (word, arg) in words.iter_mut().zip(self.iter()) {
+                *word = arg;
+            }
+            f(&words[..self.len()])
+        } else {
+            f(&self.iter().collect::<Vec<_>>())
+        }
+    }
+}
 
 impl Default for RequestDecoder {
     fn default() -> Self {
@@ -133,18 +172,12 @@ impl RequestDecoder {
         RequestDecoder {
             limits,
             state: State::Idle,
-            args: Vec::new(),
+            spans: Vec::new(),
+            taken: 0,
             scanned: 0,
-            consumed: 0,
+            lent: 0,
             unauthenticated: false,
-            shared_words: &NO_WORDS,
         }
-    }
-
-    /// A decoder that gives a request's first argument as one of these words, when it is one, rather than as a
-    /// slice of the read buffer: the command names clients send, in the case they send them.
-    pub fn with_shared_words(self, words: &'static SharedWords) -> Self {
-        RequestDecoder { shared_words: words, ..self }
     }
 
     /// Applies Redis's smaller limits for a client that must authenticate and has not (yet, or again after
@@ -158,19 +191,20 @@ impl RequestDecoder {
         self.state != State::Idle || self.scanned > 0
     }
 
-    /// Finds the end of the next line (the index of its `\n`) at the front of `src`, or `None` until it is
-    /// complete; counts it as part of the request.
+    /// Finds the end of the next line (the index of its `\n`, counted from the line's start) at `self.taken`, or
+    /// `None` until it is complete; counts it as part of the request.
     fn line_end(
         &mut self,
-        src: &BytesMut,
+        src: &[u8],
         max_len: usize,
         too_long: ProtocolError,
     ) -> Result<Option<usize>, ProtocolError> {
-        let Some(found) = src[self.scanned..].iter().position(|&b| b == b'\n') else {
-            if src.len() > max_len {
+        let line = &src[self.taken..];
+        let Some(found) = line[self.scanned..].iter().position(|&b| b == b'\n') else {
+            if line.len() > max_len {
                 return Err(too_long);
             }
-            self.scanned = src.len();
+            self.scanned = line.len();
             return Ok(None);
         };
         let end = self.scanned + found;
@@ -178,36 +212,37 @@ impl RequestDecoder {
             return Err(too_long);
         }
         self.scanned = 0;
-        self.consumed += end + 1;
-        if self.consumed > self.limits.max_request_len {
+        self.taken += end + 1;
+        if self.taken > self.limits.max_request_len {
             return Err(ProtocolError::RequestTooLarge);
         }
         Ok(Some(end))
     }
 
-    /// Reads the `*` or `$` line at the front of `src`: its count (`None` if it is not a number) and the index
-    /// of its `\n`, or `None` until the line is complete.
+    /// Reads the `*` or `$` line at `self.taken` and counts it as part of the request: its count (`None` if it is
+    /// not a number), or `None` until the line is complete.
     fn count_line(
         &mut self,
-        src: &BytesMut,
+        src: &[u8],
         max_len: usize,
         too_long: ProtocolError,
-    ) -> Result<Option<(Option<i64>, usize)>, ProtocolError> {
+    ) -> Result<Option<Option<i64>>, ProtocolError> {
+        let start = self.taken;
         // What clients send: a few digits, no sign, no leading zero, then CRLF; read in one pass. Anything else
         // takes the general path, which has the exact error for each case.
-        if let Some((count, next)) = plain_count(src, 0, src[0], max_len) {
+        if let Some((count, next)) = plain_count(src, start, src[start], max_len) {
             self.scanned = 0;
-            self.consumed += next;
-            if self.consumed > self.limits.max_request_len {
+            self.taken = next;
+            if self.taken > self.limits.max_request_len {
                 return Err(ProtocolError::RequestTooLarge);
             }
             // At most nine digits: the count fits an i64.
-            return Ok(Some((Some(count as i64), next - 1)));
+            return Ok(Some(Some(count as i64)));
         }
         let Some(end) = self.line_end(src, max_len, too_long)? else {
             return Ok(None);
         };
-        Ok(Some((parse_count(&src[1..end]), end)))
+        Ok(Some(parse_count(&src[start + 1..start + end])))
     }
 }
 
@@ -215,27 +250,33 @@ impl RequestDecoder {
 const KEPT_ARGS: usize = 16;
 
 impl RequestDecoder {
-    /// Takes the next whole request from the front of `src`: its arguments, or `None` until more bytes come.
-    /// What it consumed stays consumed; an error means the connection must close.
+    /// Takes the next whole request from the front of `src`: its arguments, or `None` until more bytes come. A
+    /// request is taken from the buffer once it is whole; an error means the connection must close.
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-        Ok(self.next_request(src)?.then(|| std::mem::take(&mut self.args)))
+        let args = self.decode_borrowed(src)?.map(|args| args.iter().map(Bytes::copy_from_slice).collect());
+        src.advance(std::mem::take(&mut self.lent));
+        Ok(args)
     }
 
-    /// [`RequestDecoder::decode`], lending the arguments instead: they stay in the decoder until the next call,
-    /// whose arguments reuse their room, so a request costs no allocation of its own. The call that finds no
-    /// complete request lets the last one's arguments go, and with them their share of the read buffer. The
-    /// borrower may take an argument it keeps (`std::mem::take`), which costs no reference count.
-    pub fn decode_borrowed(&mut self, src: &mut BytesMut) -> Result<Option<&mut [Bytes]>, ProtocolError> {
-        Ok(self.next_request(src)?.then_some(self.args.as_mut_slice()))
+    /// [`RequestDecoder::decode`], lending the arguments instead: they are slices of `src`, which keeps the
+    /// request until the next call, so a request costs no allocation and no copy. The call that finds no complete
+    /// request takes the last one from the buffer.
+    pub fn decode_borrowed<'a>(&'a mut self, src: &'a mut BytesMut) -> Result<Option<Args<'a>>, ProtocolError> {
+        src.advance(std::mem::take(&mut self.lent));
+        if !self.next_request(src)? {
+            return Ok(None);
+        }
+        Ok(Some(Args { bytes: &src[..self.lent], spans: &self.spans }))
     }
 
-    /// Reads the next whole request into `self.args`; true when there is one.
+    /// Reads the next whole request, its arguments into `self.spans`; true when there is one, whose bytes
+    /// `self.lent` then says.
     fn next_request(&mut self, src: &mut BytesMut) -> Result<bool, ProtocolError> {
         if self.state == State::Idle {
-            self.args.clear();
+            self.spans.clear();
             // The room of a request with many arguments is not kept for a connection that may now idle.
-            if self.args.capacity() > KEPT_ARGS {
-                self.args = Vec::new();
+            if self.spans.capacity() > KEPT_ARGS {
+                self.spans = Vec::new();
             }
         }
         loop {
@@ -247,11 +288,9 @@ impl RequestDecoder {
                             return Ok(true);
                         }
                         let limit = self.limits.max_inline_len;
-                        let Some((count, end)) = self.count_line(src, limit, ProtocolError::TooBigMultibulkCount)?
-                        else {
+                        let Some(count) = self.count_line(src, limit, ProtocolError::TooBigMultibulkCount)? else {
                             return Ok(false);
                         };
-                        src.advance(end + 1);
                         match count {
                             Some(n) if n > self.limits.max_args as i64 => {
                                 return Err(ProtocolError::InvalidMultibulkLength)
@@ -260,10 +299,10 @@ impl RequestDecoder {
                                 return Err(ProtocolError::UnauthenticatedMultibulkLength)
                             }
                             // Redis ignores `*0` and `*-1` as empty requests.
-                            Some(n) if n <= 0 => self.consumed = 0,
+                            Some(n) if n <= 0 => src.advance(std::mem::take(&mut self.taken)),
                             Some(n) => {
                                 let n = n as usize;
-                                self.args.reserve(n.min(8));
+                                self.spans.reserve(n.min(8));
                                 self.state = State::Header { remaining: n };
                             }
                             None => return Err(ProtocolError::InvalidMultibulkLength),
@@ -273,30 +312,31 @@ impl RequestDecoder {
                         let Some(end) = self.line_end(src, limit, ProtocolError::TooBigInline)? else {
                             return Ok(false);
                         };
-                        self.consumed = 0;
-                        split_inline(&src.split_to(end + 1).freeze(), self.limits.max_args, &mut self.args)?;
+                        self.taken = 0;
+                        split_inline(&mut src[..end + 1], self.limits.max_args, &mut self.spans)?;
                         // Redis ignores blank lines.
-                        if !self.args.is_empty() {
+                        if !self.spans.is_empty() {
+                            self.lent = end + 1;
                             return Ok(true);
                         }
+                        src.advance(end + 1);
                     }
                 }
                 State::Header { remaining: 0 } => {
                     self.state = State::Idle;
-                    self.consumed = 0;
+                    self.lent = std::mem::take(&mut self.taken);
                     return Ok(true);
                 }
                 State::Header { remaining } => {
-                    let Some(&first) = src.first() else { return Ok(false) };
+                    let Some(&first) = src.get(self.taken) else { return Ok(false) };
                     // Redis waits for the whole line before this check; failing at the first byte is the same answer.
                     if first != b'$' {
                         return Err(ProtocolError::ExpectedBulk(first));
                     }
                     let limit = self.limits.max_inline_len;
-                    let Some((count, end)) = self.count_line(src, limit, ProtocolError::TooBigBulkCount)? else {
+                    let Some(count) = self.count_line(src, limit, ProtocolError::TooBigBulkCount)? else {
                         return Ok(false);
                     };
-                    src.advance(end + 1);
                     let len = match count {
                         Some(n) if self.unauthenticated && n > UNAUTHENTICATED_MAX_BULK_LEN => {
                             // Redis answers an out-of-range length as invalid before it looks at authentication.
@@ -309,24 +349,23 @@ impl RequestDecoder {
                         Some(n) if (0..=self.limits.max_bulk_len as i64).contains(&n) => n as usize,
                         _ => return Err(ProtocolError::InvalidBulkLength),
                     };
-                    if self.consumed + len + 2 > self.limits.max_request_len {
+                    if self.taken + len + 2 > self.limits.max_request_len {
                         return Err(ProtocolError::RequestTooLarge);
                     }
                     self.state = State::Body { len, remaining };
                 }
                 State::Body { len, remaining } => {
-                    if src.len() < len + 2 {
+                    let (start, end) = (self.taken, self.taken + len);
+                    if src.len() < end + 2 {
                         // The length is declared and bounded: make room once rather than grow step by step.
-                        src.reserve(len + 2 - src.len());
+                        src.reserve(end + 2 - src.len());
                         return Ok(false);
                     }
-                    if &src[len..len + 2] != b"\r\n" {
+                    if &src[end..end + 2] != b"\r\n" {
                         return Err(ProtocolError::MissingCrlf);
                     }
-                    let arg = src.split_to(len).freeze();
-                    src.advance(2);
-                    self.consumed += len + 2;
-                    self.args.push(arg);
+                    self.spans.push((start, end));
+                    self.taken = end + 2;
                     self.state = State::Header { remaining: remaining - 1 };
                 }
             }
@@ -345,7 +384,7 @@ impl RequestDecoder {
     /// limit near), in one pass over its bytes. Anything else, and a client yet to authenticate, is left to the
     /// step-by-step path, which gives the same arguments and has the exact error for each case; so this only
     /// ever says yes or "not here", and looks at a few header lines at most before saying so.
-    fn take_whole_request(&mut self, src: &mut BytesMut) -> bool {
+    fn take_whole_request(&mut self, src: &[u8]) -> bool {
         if self.unauthenticated {
             return false;
         }
@@ -356,39 +395,28 @@ impl RequestDecoder {
         if count == 0 || count > WHOLE_MAX_ARGS || count > limits.max_args {
             return false;
         }
-        // Where each argument starts, and its length.
-        let mut spans = [(0usize, 0usize); WHOLE_MAX_ARGS];
-        for span in &mut spans[..count] {
+        // Between requests the spans are empty: what this pushes it takes back if it says no.
+        for _ in 0..count {
             let Some((len, start)) = plain_count(src, at, b'$', limits.max_inline_len) else {
+                self.spans.clear();
                 return false;
             };
             let end = start + len;
             if len > limits.max_bulk_len || src.get(end..end + 2) != Some(b"\r\n") {
+                self.spans.clear();
                 return false;
             }
-            *span = (start, len);
+            self.spans.push((start, end));
             at = end + 2;
         }
         if at > limits.max_request_len {
+            self.spans.clear();
             return false;
         }
-        let mut taken = 0;
-        for (i, &(start, len)) in spans[..count].iter().enumerate() {
-            if i == 0 {
-                let name = &src[start..start + len];
-                if let Some(word) = self.shared_words.0.iter().find(|w| **w == name) {
-                    self.args.push(Bytes::from_static(word));
-                    continue;
-                }
-            }
-            src.advance(start - taken);
-            self.args.push(src.split_to(len).freeze());
-            taken = start + len;
-        }
-        src.advance(at - taken);
         // What an earlier call searched of this request's first line is taken with it.
         self.scanned = 0;
-        self.consumed = 0;
+        self.taken = 0;
+        self.lent = at;
         true
     }
 }
@@ -442,16 +470,20 @@ pub fn string2ll(text: &[u8]) -> Option<i64> {
 }
 
 /// Splits an inline line (up to and with its `\n`) into arguments with the quoting rules of Redis's
-/// `sdssplitargs`, appended to `args`. A plain word is a slice of the line; only a word with quotes is copied, to
-/// undo them.
-fn split_inline(whole: &Bytes, max_args: usize, args: &mut Vec<Bytes>) -> Result<(), ProtocolError> {
-    let line = whole.strip_suffix(b"\n").unwrap_or(whole);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
+/// `sdssplitargs`, their places appended to `spans`. A plain word is where it is; a word with quotes is written
+/// over itself with the quotes undone, which never makes it longer.
+fn split_inline(whole: &mut [u8], max_args: usize, spans: &mut Vec<Span>) -> Result<(), ProtocolError> {
+    let mut len = whole.len();
+    for suffix in [b'\n', b'\r'] {
+        if len > 0 && whole[len - 1] == suffix {
+            len -= 1;
+        }
+    }
     // sdssplitargs reads a C string: a NUL ends the line.
-    let line = match line.iter().position(|&b| b == 0) {
-        Some(nul) => &line[..nul],
-        None => line,
-    };
+    if let Some(nul) = whole[..len].iter().position(|&b| b == 0) {
+        len = nul;
+    }
+    let line = &mut whole[..len];
     let mut i = 0;
     loop {
         while i < line.len() && is_space(line[i]) {
@@ -460,20 +492,14 @@ fn split_inline(whole: &Bytes, max_args: usize, args: &mut Vec<Bytes>) -> Result
         if i == line.len() {
             return Ok(());
         }
-        if args.len() == max_args {
+        if spans.len() == max_args {
             return Err(ProtocolError::TooManyInlineArgs);
         }
-        let next = match plain_word_end(line, i) {
-            Some(end) => {
-                args.push(whole.slice(i..end));
-                end
-            }
-            None => {
-                let (arg, next) = split_one(line, i)?;
-                args.push(Bytes::from(arg));
-                next
-            }
+        let (end, next) = match plain_word_end(line, i) {
+            Some(end) => (end, end),
+            None => split_one(line, i)?,
         };
+        spans.push((i, end));
         i = next;
     }
 }
@@ -495,74 +521,58 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
 
-/// Reads one argument starting at `start`; returns it and the position after it.
-fn split_one(line: &[u8], start: usize) -> Result<(Vec<u8>, usize), ProtocolError> {
-    let mut arg = Vec::new();
-    let mut i = start;
-    match line[i] {
-        b'"' => {
-            i += 1;
-            loop {
-                match line.get(i..) {
-                    Some([b'\\', b'x', hi, lo, ..]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
-                        arg.push(hex(*hi) << 4 | hex(*lo));
-                        i += 4;
-                    }
-                    Some([b'\\', escaped, ..]) => {
-                        arg.push(match escaped {
-                            b'n' => b'\n',
-                            b'r' => b'\r',
-                            b't' => b'\t',
-                            b'b' => 0x08,
-                            b'a' => 0x07,
-                            other => *other,
-                        });
-                        i += 2;
-                    }
-                    Some([b'"', ..]) => return closing_quote(line, i + 1).map(|next| (arg, next)),
-                    Some([byte, ..]) => {
-                        arg.push(*byte);
-                        i += 1;
-                    }
-                    _ => return Err(ProtocolError::UnbalancedQuotes),
-                }
+/// Reads one argument starting at `start` and writes it, its quotes undone, over the line from `start`: returns
+/// where what it wrote ends and the position after the argument. Every byte written consumes at least one, so
+/// the writing never overtakes the reading.
+fn split_one(line: &mut [u8], start: usize) -> Result<(usize, usize), ProtocolError> {
+    let (mut i, mut w) = (start, start);
+    let put = |line: &mut [u8], w: &mut usize, byte: u8| {
+        line[*w] = byte;
+        *w += 1;
+    };
+    // Unquoted, up to a space; a quote inside a word begins quoting too (`a"b c"` is `ab c`), up to its closing
+    // quote, which ends the argument.
+    let quote = loop {
+        match line.get(i) {
+            None | Some(b' ' | b'\n' | b'\r' | b'\t') => return Ok((w, i)),
+            Some(&quote @ (b'"' | b'\'')) => break quote,
+            Some(&byte) => {
+                put(line, &mut w, byte);
+                i += 1;
             }
         }
-        b'\'' => {
-            i += 1;
-            loop {
-                match line.get(i..) {
-                    Some([b'\\', b'\'', ..]) => {
-                        arg.push(b'\'');
-                        i += 2;
-                    }
-                    Some([b'\'', ..]) => return closing_quote(line, i + 1).map(|next| (arg, next)),
-                    Some([byte, ..]) => {
-                        arg.push(*byte);
-                        i += 1;
-                    }
-                    _ => return Err(ProtocolError::UnbalancedQuotes),
-                }
+    };
+    i += 1;
+    loop {
+        match (quote, line.get(i..)) {
+            (b'"', Some([b'\\', b'x', hi, lo, ..])) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                let byte = hex(*hi) << 4 | hex(*lo);
+                put(line, &mut w, byte);
+                i += 4;
             }
-        }
-        _ => {
-            // Unquoted: a quote character starts a quoted part only at the start of an argument in Redis;
-            // inside a word it begins quoting too (`a"b c"` is `ab c`), so hand over to the quoted reader.
-            while i < line.len() {
-                match line[i] {
-                    b' ' | b'\n' | b'\r' | b'\t' => break,
-                    b'"' | b'\'' => {
-                        let (rest, next) = split_one(line, i)?;
-                        arg.extend_from_slice(&rest);
-                        return Ok((arg, next));
-                    }
-                    byte => {
-                        arg.push(byte);
-                        i += 1;
-                    }
-                }
+            (b'"', Some([b'\\', escaped, ..])) => {
+                let byte = match escaped {
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'b' => 0x08,
+                    b'a' => 0x07,
+                    other => *other,
+                };
+                put(line, &mut w, byte);
+                i += 2;
             }
-            Ok((arg, i))
+            (b'\'', Some([b'\\', b'\'', ..])) => {
+                put(line, &mut w, b'\'');
+                i += 2;
+            }
+            (_, Some([byte, ..])) if *byte == quote => return closing_quote(line, i + 1).map(|next| (w, next)),
+            (_, Some([byte, ..])) => {
+                let byte = *byte;
+                put(line, &mut w, byte);
+                i += 1;
+            }
+            _ => return Err(ProtocolError::UnbalancedQuotes),
         }
     }
 }
@@ -588,8 +598,7 @@ mod tests {
     use super::*;
 
     fn decode_all(input: &[u8], limits: DecodeLimits) -> (Vec<Vec<Vec<u8>>>, Option<String>) {
-        static WORDS: SharedWords = SharedWords(&[b"PING", b"ECHO", b"DISCOVER"]);
-        let mut decoder = RequestDecoder::new(limits).with_shared_words(&WORDS);
+        let mut decoder = RequestDecoder::new(limits);
         let mut buf = BytesMut::from(input);
         let mut out = Vec::new();
         loop {
@@ -638,9 +647,9 @@ mod tests {
         let mut buf = BytesMut::from(&many[..]);
         assert_eq!(decoder.decode_borrowed(&mut buf).expect("valid").map(|args| args.len()), Some(1000));
         let next = decoder.decode_borrowed(&mut buf).expect("valid").expect("a request");
-        assert_eq!(next, [Bytes::from_static(b"ECHO"), Bytes::from_static(b"hi")]);
+        assert_eq!(next.iter().collect::<Vec<_>>(), [&b"ECHO"[..], b"hi"]);
         assert!(decoder.decode_borrowed(&mut buf).expect("valid").is_none());
-        assert!(decoder.args.is_empty() && decoder.args.capacity() <= KEPT_ARGS, "{}", decoder.args.capacity());
+        assert!(decoder.spans.is_empty() && decoder.spans.capacity() <= KEPT_ARGS, "{}", decoder.spans.capacity());
     }
 
     #[test]
@@ -746,18 +755,19 @@ mod tests {
     }
 
     #[test]
-    fn a_first_argument_that_is_a_shared_word_is_given_as_that_word() {
-        static WORDS: SharedWords = SharedWords(&[b"ECHO", b"PING"]);
-        let mut decoder = RequestDecoder::default().with_shared_words(&WORDS);
-        let mut buf = BytesMut::from(&b"*2\r\n$4\r\nECHO\r\n$4\r\nPING\r\n*1\r\n$4\r\nping\r\n"[..]);
+    fn lent_arguments_are_slices_of_the_buffer_taken_at_the_next_call() {
+        let mut decoder = RequestDecoder::default();
+        let mut buf = BytesMut::from(&b"*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\nECHO \"a\\x41\" b\r\n*1\r\n$4\r\nPI"[..]);
+        let start = buf.as_ptr();
         let args = decoder.decode_borrowed(&mut buf).unwrap().expect("a whole request");
-        assert_eq!(args, [&b"ECHO"[..], b"PING"]);
-        assert_eq!(args[0].as_ptr(), WORDS.0[0].as_ptr(), "the name is the shared word");
-        assert_ne!(args[1].as_ptr(), WORDS.0[1].as_ptr(), "a later argument is never one");
-        // Words match exactly: another case is read from the buffer like any argument.
+        assert_eq!(args.iter().collect::<Vec<_>>(), [&b"ECHO"[..], b"hi"]);
+        assert_eq!(args.iter().next().map(<[u8]>::as_ptr), Some(start.wrapping_add(8)), "not a copy");
+        assert_eq!(buf.len(), 48, "the request stays in the buffer while it is lent");
+        // An inline request's quotes are undone in the buffer.
         let args = decoder.decode_borrowed(&mut buf).unwrap().expect("a whole request");
-        assert_eq!(args, [&b"ping"[..]]);
-        assert!(buf.is_empty());
+        assert_eq!(args.iter().collect::<Vec<_>>(), [&b"ECHO"[..], b"aA", b"b"]);
+        assert!(decoder.decode_borrowed(&mut buf).unwrap().is_none());
+        assert_eq!(&buf[..], b"*1\r\n$4\r\nPI", "a partial request stays in the buffer");
     }
 
     #[test]

@@ -3,5 +3,5 @@
 pub mod decode;
 pub mod encode;
 
-pub use decode::{string2ll, DecodeLimits, ProtocolError, RequestDecoder, SharedWords};
+pub use decode::{string2ll, Args, DecodeLimits, ProtocolError, RequestDecoder};
 pub use encode::{Protocol, Reply};
