@@ -313,7 +313,11 @@ impl RequestDecoder {
                             return Ok(false);
                         };
                         self.taken = 0;
-                        split_inline(&mut src[..end + 1], self.limits.max_args, &mut self.spans)?;
+                        // A malformed line is taken with its error: the undoing of its quotes may have begun.
+                        if let Err(e) = split_inline(&mut src[..end + 1], self.limits.max_args, &mut self.spans) {
+                            src.advance(end + 1);
+                            return Err(e);
+                        }
                         // Redis ignores blank lines.
                         if !self.spans.is_empty() {
                             self.lent = end + 1;
