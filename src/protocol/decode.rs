@@ -392,37 +392,36 @@ impl RequestDecoder {
         if self.unauthenticated {
             return false;
         }
-        let limits = &self.limits;
-        let Some((count, mut at)) = plain_count(src, 0, b'*', limits.max_inline_len) else {
-            return false;
-        };
-        if count == 0 || count > WHOLE_MAX_ARGS || count > limits.max_args {
-            return false;
-        }
-        // Between requests the spans are empty: what this pushes it takes back if it says no.
-        for _ in 0..count {
-            let Some((len, start)) = plain_count(src, at, b'$', limits.max_inline_len) else {
-                self.spans.clear();
-                return false;
-            };
-            let end = start + len;
-            if len > limits.max_bulk_len || src.get(end..end + 2) != Some(b"\r\n") {
-                self.spans.clear();
-                return false;
-            }
-            self.spans.push((start, end));
-            at = end + 2;
-        }
-        if at > limits.max_request_len {
+        // Between requests the spans are empty: what the reading pushed is taken back if it says no.
+        let Some(at) = whole_request(src, &self.limits, &mut self.spans) else {
             self.spans.clear();
             return false;
-        }
+        };
         // What an earlier call searched of this request's first line is taken with it.
         self.scanned = 0;
         self.taken = 0;
         self.lent = at;
         true
     }
+}
+
+/// Reads the whole request at the front of `src` for [`RequestDecoder::take_whole_request`], its arguments'
+/// places pushed on `spans`: where the request ends, or `None` if it is not one of the form that path takes.
+fn whole_request(src: &[u8], limits: &DecodeLimits, spans: &mut Vec<Span>) -> Option<usize> {
+    let (count, mut at) = plain_count(src, 0, b'*', limits.max_inline_len)?;
+    if count == 0 || count > WHOLE_MAX_ARGS || count > limits.max_args {
+        return None;
+    }
+    for _ in 0..count {
+        let (len, start) = plain_count(src, at, b'$', limits.max_inline_len)?;
+        let end = start + len;
+        if len > limits.max_bulk_len || src.get(end..end + 2) != Some(b"\r\n") {
+            return None;
+        }
+        spans.push((start, end));
+        at = end + 2;
+    }
+    (at <= limits.max_request_len).then_some(at)
 }
 
 /// Reads the line at `at` if it is `marker`, one to [`PLAIN_COUNT_DIGITS`] digits without a leading zero (or a
