@@ -114,11 +114,12 @@ hits_before=$(info_field table_hits)
 misses_before=$(info_field table_misses)
 
 printf 'rediscover: %s\ncontainer %s answers %s\n\n' "$bin" "$container" "$answer"
-printf '%-18s %-10s %10s %10s %6s %8s %8s %8s %8s %7s %7s %6s %7s %7s %7s %7s\n' test load "redis rps" rediscover \
-  ratio "r p50" p50 "r p99" p99 "r cpu" cpu ratio "r sys" sys "r waits" waits
+printf '%-18s %-10s %10s %10s %6s %8s %8s %8s %8s %7s %7s %6s %7s %7s %7s %7s %8s %8s\n' test load "redis rps" \
+  rediscover ratio "r p50" p50 "r p99" p99 "r cpu" cpu ratio "r sys" sys "r waits" waits "r client" client
 echo "(each figure the median of $rounds round(s), the two servers in turn; cpu: the server's CPU time in ms per million"
 echo " requests, from the scheduler's count in /proc/PID/task/*/schedstat; sys: its system part, from /proc/PID/stat;"
-echo " waits: the times it slept for want of input per 1,000 requests, its voluntary context switches)"
+echo " waits: the times it slept for want of input per 1,000 requests, its voluntary context switches; client:"
+echo " redis-benchmark's CPU time in ms per million requests against that server)"
 
 # CPU time of a process so far, all its threads: nanoseconds on CPU, system clock ticks, voluntary context
 # switches.
@@ -129,17 +130,22 @@ cpu_now() {
 }
 hz=$(getconf CLK_TCK)
 
-# One redis-benchmark run against the server with this pid: prints "rps p50 p99 cpu sys waits", CPU in ms per
-# million requests, waits per thousand.
+# One redis-benchmark run against the server with this pid: prints "rps p50 p99 cpu sys waits client", CPU in ms
+# per million requests, waits per thousand; client: redis-benchmark's own CPU time (user and system, from the
+# shell's `times`) in ms per million requests.
 measure() {
-  local pid=$1 port=$2 clients=$3 pipeline=$4 n=$5 ns0 sys0 waits0 ns1 sys1 waits1
+  local pid=$1 port=$2 clients=$3 pipeline=$4 n=$5 ns0 sys0 waits0 ns1 sys1 waits1 out client
   shift 5
+  out=$(mktemp)
   read -r ns0 sys0 waits0 < <(cpu_now "$pid")
-  read -r rps p50 p99 < <(redis-benchmark -p "$port" -c "$clients" -P "$pipeline" -n "$n" --csv "$@" 2>/dev/null \
-    | awk -F, 'NR == 2 { gsub(/"/, ""); print $2, $5, $7 }')
+  client=$( { redis-benchmark -p "$port" -c "$clients" -P "$pipeline" -n "$n" --csv "$@" >"$out" 2>/dev/null; times; } \
+    | awk -v n="$n" 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/)
+                               printf "%.0f", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * 1e9 / n }')
   read -r ns1 sys1 waits1 < <(cpu_now "$pid")
+  read -r rps p50 p99 < <(awk -F, 'NR == 2 { gsub(/"/, ""); print $2, $5, $7 }' "$out")
+  rm -f "$out"
   awk -v r="$rps $p50 $p99" -v ns=$((ns1 - ns0)) -v t=$((sys1 - sys0)) -v w=$((waits1 - waits0)) -v hz="$hz" \
-    -v n="$n" 'BEGIN { printf "%s %.0f %.0f %.2f\n", r, ns / n, t * 1000 / hz * 1e6 / n, w * 1000 / n }'
+    -v n="$n" -v c="$client" 'BEGIN { printf "%s %.0f %.0f %.2f %s\n", r, ns / n, t * 1000 / hz * 1e6 / n, w * 1000 / n, c }'
 }
 
 # The median of each column over the rounds, one line of numbers per round on stdin.
@@ -161,12 +167,13 @@ row() {
   done)
   r=$(sed -n 's/^r //p' <<< "$runs" | medians)
   o=$(sed -n 's/^o //p' <<< "$runs" | medians)
-  read -r r_rps r_p50 r_p99 r_cpu r_sys r_waits <<< "$r"
-  read -r o_rps o_p50 o_p99 o_cpu o_sys o_waits <<< "$o"
-  printf '%-18s %-10s %10.0f %10.0f %6s %8s %8s %8s %8s %7s %7s %6s %7s %7s %7s %7s\n' "$name" "-c$clients -P$pipeline" \
+  read -r r_rps r_p50 r_p99 r_cpu r_sys r_waits r_client <<< "$r"
+  read -r o_rps o_p50 o_p99 o_cpu o_sys o_waits o_client <<< "$o"
+  printf '%-18s %-10s %10.0f %10.0f %6s %8s %8s %8s %8s %7s %7s %6s %7s %7s %7s %7s %8s %8s\n' "$name" \
+    "-c$clients -P$pipeline" \
     "$r_rps" "$o_rps" "$(awk -v a="$o_rps" -v b="$r_rps" 'BEGIN { printf "%.2f", a / b }')" "$r_p50" "$o_p50" "$r_p99" "$o_p99" \
     "$r_cpu" "$o_cpu" "$(awk -v a="$o_cpu" -v b="$r_cpu" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" \
-    "$r_sys" "$o_sys" "$r_waits" "$o_waits"
+    "$r_sys" "$o_sys" "$r_waits" "$o_waits" "$r_client" "$o_client"
 }
 
 for load in "50 1" "50 16" "1 1"; do
