@@ -427,6 +427,17 @@ fn whole_request(src: &[u8], limits: &DecodeLimits, spans: &mut Vec<Span>) -> Op
 /// Reads the line at `at` if it is `marker`, one to [`PLAIN_COUNT_DIGITS`] digits without a leading zero (or a
 /// single zero), and CRLF, no longer than `max_line` up to its `\n`: its count, and where the next line starts.
 fn plain_count(src: &[u8], at: usize, marker: u8, max_line: usize) -> Option<(usize, usize)> {
+    // One digit, as most counts are (`*1`, `$4`): read without a loop.
+    if let Some(&[m, digit @ b'0'..=b'9', b'\r', b'\n']) = src.get(at..at + 4) {
+        if m == marker && max_line >= 3 {
+            return Some((usize::from(digit - b'0'), at + 4));
+        }
+    }
+    plain_count_any(src, at, marker, max_line)
+}
+
+/// [`plain_count`] for any number of digits.
+fn plain_count_any(src: &[u8], at: usize, marker: u8, max_line: usize) -> Option<(usize, usize)> {
     let line = src.get(at..)?;
     if line.first() != Some(&marker) {
         return None;
@@ -841,6 +852,28 @@ mod tests {
         buf.extend_from_slice(b"NG\r\n");
         assert!(decoder.decode(&mut buf).expect("valid input").is_some());
         assert!(!decoder.is_mid_request());
+    }
+
+    #[test]
+    fn a_one_digit_count_reads_as_any_count_does() {
+        // Every line of up to five bytes from the bytes that matter, at every small line limit.
+        let alphabet = [b'*', b'$', b'0', b'1', b'9', b'\r', b'\n', b'x'];
+        let (mut lines, mut all): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (vec![Vec::new()], Vec::new());
+        for _ in 0..5 {
+            lines = lines.iter().flat_map(|l| alphabet.iter().map(move |&b| [l.as_slice(), &[b]].concat())).collect();
+            all.extend(lines.iter().cloned());
+        }
+        for line in &all {
+            let src = [b"x".as_slice(), line].concat();
+            for max_line in 0..6 {
+                assert_eq!(
+                    plain_count(&src, 1, b'*', max_line),
+                    plain_count_any(&src, 1, b'*', max_line),
+                    "{:?} within {max_line}",
+                    String::from_utf8_lossy(line)
+                );
+            }
+        }
     }
 
     #[test]
