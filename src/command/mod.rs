@@ -262,16 +262,29 @@ impl Wait {
 /// lower case, so two names are the same letters in any case exactly when their words are equal (no byte of a
 /// word is zero, so the lengths are equal too).
 const fn name_word(name: &[u8]) -> Option<u64> {
-    if name.len() > 8 {
+    let len = name.len();
+    let word = if len > 8 {
         return None;
-    }
-    let mut word = 0u64;
-    let mut i = 0;
-    while i < name.len() {
-        word |= ((name[i] | 0x20) as u64) << (8 * i);
-        i += 1;
-    }
-    Some(word)
+    } else if len >= 4 {
+        // Two four-byte reads that overlap in the middle, where both hold the same bytes: no loop over the name.
+        let low = u32::from_le_bytes([name[0], name[1], name[2], name[3]]);
+        let high = u32::from_le_bytes([name[len - 4], name[len - 3], name[len - 2], name[len - 1]]);
+        low as u64 | (high as u64) << (8 * (len - 4))
+    } else {
+        let mut word = 0u64;
+        let mut i = 0;
+        while i < len {
+            word |= (name[i] as u64) << (8 * i);
+            i += 1;
+        }
+        word
+    };
+    // The 0x20 bit of each byte the name fills; none for an empty name.
+    let case = match 0x2020_2020_2020_2020u64.checked_shr(8 * (8 - len as u32)) {
+        Some(bits) => bits,
+        None => 0,
+    };
+    Some(word | case)
 }
 
 /// [`Command::NAMES`] as [`name_word`]s.
@@ -344,6 +357,25 @@ mod tests {
     fn parse<'a>(words: &[&'a str]) -> Result<Command<'a>, CommandError> {
         let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
         Command::parse(&args)
+    }
+
+    #[test]
+    fn a_name_word_is_its_bytes_with_the_case_bit_set() {
+        let byte_by_byte = |name: &[u8]| {
+            (name.len() <= 8)
+                .then(|| name.iter().enumerate().fold(0u64, |w, (i, &b)| w | u64::from(b | 0x20) << (8 * i)))
+        };
+        let mut names: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut all = names.clone();
+        for len in 1..=9 {
+            // Every byte that matters up to five, two beyond, where the reads overlap and past eight.
+            let alphabet: &[u8] = if len <= 5 { b"aZ|\0\xff\x20" } else { b"Z\xff" };
+            names = names.iter().flat_map(|n| alphabet.iter().map(move |&b| [n.as_slice(), &[b]].concat())).collect();
+            all.extend(names.iter().cloned());
+        }
+        for name in &all {
+            assert_eq!(name_word(name), byte_by_byte(name), "{name:?}");
+        }
     }
 
     #[test]
