@@ -42,6 +42,8 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// How often a swarm manager's tasks are read again when no node or service event made them read.
     pub swarm_read_every: Duration,
+    /// How long the event loop naps for more input under many busy clients ([`crate::coalesce`]); `None` never.
+    pub coalesce_nap: Option<Duration>,
 }
 
 /// The longest any timeout may be: Redis takes at most INT_MAX seconds for `timeout`, and a deadline that far
@@ -52,6 +54,10 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(i32::MAX as u64);
 pub const DEFAULT_DATA_PORT: u16 = 6379;
 /// Redis puts the cluster bus at the data port plus this.
 pub const BUS_PORT_OFFSET: u16 = 10000;
+/// How long the event loop naps for more input under many busy clients, by default.
+pub const DEFAULT_COALESCE_NAP: Duration = Duration::from_micros(20);
+/// The longest nap `--coalesce-us` takes.
+pub const MAX_COALESCE_NAP: Duration = Duration::from_millis(1);
 
 impl Default for Config {
     fn default() -> Self {
@@ -71,6 +77,7 @@ impl Default for Config {
             max_members_wait: Duration::from_secs(600),
             tls: None,
             swarm_read_every: DEFAULT_SWARM_READ_EVERY,
+            coalesce_nap: Some(DEFAULT_COALESCE_NAP),
         }
     }
 }

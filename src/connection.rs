@@ -122,6 +122,7 @@ where
         timing_request: false,
         drained: true,
         registered: false,
+        window: 0,
     };
     async move {
         conn.shared.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
@@ -139,7 +140,10 @@ where
             match conn.next_input(&shutdown, cancelled.as_mut(), mid_request).await {
                 Woke::Read(Ok(0)) => break Close::Eof,
                 // A read that did not fill the buffer took everything the socket held.
-                Woke::Read(Ok(_)) => conn.drained = conn.input.len() < conn.input.capacity(),
+                Woke::Read(Ok(_)) => {
+                    conn.drained = conn.input.len() < conn.input.capacity();
+                    crate::coalesce::note_read(&mut conn.window);
+                }
                 Woke::Read(Err(e)) => break Close::Io(e),
                 Woke::Shutdown => break Close::Shutdown,
                 Woke::Timeout => {
@@ -178,6 +182,8 @@ struct Connection<S> {
     drained: bool,
     /// Whether this task's waker is registered with the shutdown token.
     registered: bool,
+    /// The last window of [`crate::coalesce`] in which this connection read.
+    window: u32,
 }
 
 /// What ended a wait for input.

@@ -5,6 +5,7 @@
 //! - [`config`]: settings, limits and their defaults; how the announce address is chosen.
 //! - [`server`]: the accept loop, the client limit, shutdown.
 //! - [`connection`]: one client: read, run, reply, with its timeouts and output limit.
+//! - [`coalesce`]: naps of the event loop for more input, under many busy clients.
 //! - [`protocol`]: our bounded request decoder and the RESP2/RESP3 reply encoder.
 //! - [`command`]: the commands, one family per file.
 //! - [`docker`]: the port table fed by Docker's events, and the Docker client behind it.
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod announce;
+pub mod coalesce;
 pub mod command;
 pub mod config;
 pub mod connection;

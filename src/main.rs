@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use rediscover::config::{self, resolve_announce_ip, BUS_PORT_OFFSET, DEFAULT_DATA_PORT, MAX_TIMEOUT};
+use rediscover::config::{
+    self, resolve_announce_ip, BUS_PORT_OFFSET, DEFAULT_COALESCE_NAP, DEFAULT_DATA_PORT, MAX_COALESCE_NAP, MAX_TIMEOUT,
+};
 use rediscover::docker::LabelFilter;
 use rediscover::protocol::DecodeLimits;
 use rediscover::tls::Tls;
@@ -93,6 +95,11 @@ struct Cli {
     /// Runtime threads serving clients; 1 is a single event loop, as Redis has, and fastest on small hosts.
     #[arg(long, env = "REDISCOVER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
+    /// Microseconds the event loop naps for more input when many clients are busy and few were ready, instead of
+    /// sleeping until one writes; 0 never. With --threads 1 only.
+    #[arg(long, env = "REDISCOVER_COALESCE_US", default_value_t = DEFAULT_COALESCE_NAP.as_micros() as u64,
+          value_parser = clap::value_parser!(u64).range(..=MAX_COALESCE_NAP.as_micros() as u64))]
+    coalesce_us: u64,
     /// Log format.
     #[arg(long, env = "REDISCOVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -156,6 +163,7 @@ fn main() -> anyhow::Result<()> {
         request_timeout: cli.request_timeout,
         max_output_bytes: cli.max_output,
         swarm_read_every: cli.swarm_read_every,
+        coalesce_nap: (cli.coalesce_us > 0).then(|| Duration::from_micros(cli.coalesce_us)),
         ..Config::default()
     };
     let runtime = match cli.threads {

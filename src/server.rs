@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::coalesce;
 use crate::command::Shared;
 use crate::config::Config;
 use crate::connection;
@@ -37,6 +38,11 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(shared.config.max_clients));
     let mut backoff = ACCEPT_BACKOFF_FIRST;
     tracing::info!(listen = %local_addr, announce_ip = %shared.config.announce_ip, "rediscover is serving");
+    // Coalescing counts the reads of its own thread's connections: on a single event loop only.
+    let single_loop =
+        tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
+    let coalescing =
+        shared.config.coalesce_nap.filter(|_| single_loop).map(|nap| tokio::spawn(coalesce::run(nap, shared.clone())));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -73,6 +79,9 @@ pub async fn run(
             None => spawn(&tasks, span, holding(permit, connection::serve(stream, shared, Some(peer), shutdown))),
             Some(tls) => spawn(&tasks, span, holding(permit, serve_tls(stream, tls, shared, peer, shutdown))),
         }
+    }
+    if let Some(coalescing) = coalescing {
+        coalescing.abort();
     }
     tasks.close();
     tasks.wait().await;

@@ -1,10 +1,11 @@
-//! Load: a thousand concurrent clients asking DISCOVER of a real container; every reply correct.
+//! Load: a thousand concurrent clients asking DISCOVER of a real container, and many busy clients of the binary
+//! as users run it (one event loop that naps for more input); every reply correct.
 
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use common::{info_number, resp, test_label, TestContainer, TestServer};
+use common::{info_number, resp, test_label, RawClient, ServerProcess, TestContainer, TestServer};
 
 const CLIENTS: usize = 1000;
 const REQUESTS_EACH: usize = 100;
@@ -55,4 +56,97 @@ async fn a_thousand_clients_each_discover_a_hundred_times_without_error() {
         ok as f64 / elapsed.as_secs_f64()
     );
     assert_eq!((ok, bad), (CLIENTS * REQUESTS_EACH, 0));
+}
+
+/// Clients that pipeline at once, and what each sends.
+const BUSY_CLIENTS: usize = 50;
+const BATCHES_EACH: usize = 100;
+const BATCH: usize = 16;
+
+/// The CPU time a process has used, in clock ticks (user and system), from /proc.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // The fields after the command name, which is in parentheses and may hold spaces: utime and stime are the
+    // 12th and 13th of them.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').expect("a stat line has the name in parentheses").1.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// INFO stats' `coalescing_naps` of a server.
+async fn naps(server: &ServerProcess) -> u64 {
+    info_number(&server.connect().await.request(&[b"INFO", b"stats"]).await, "coalescing_naps")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_clients_of_the_single_event_loop_get_every_reply_in_order_and_a_quiet_server_uses_no_cpu() {
+    let server = ServerProcess::start(&[]);
+    let mut tasks = Vec::with_capacity(BUSY_CLIENTS);
+    for c in 0..BUSY_CLIENTS {
+        let mut client = server.connect().await;
+        tasks.push(tokio::spawn(async move {
+            for b in 0..BATCHES_EACH {
+                let words: Vec<String> = (0..BATCH).map(|i| format!("c{c}-b{b}-{i}")).collect();
+                let batch: Vec<u8> = words.iter().flat_map(|w| resp(&[b"PING", w.as_bytes()])).collect();
+                client.send(&batch).await;
+                for w in &words {
+                    assert_eq!(client.read_reply().await, format!("${}\r\n{w}\r\n", w.len()), "client {c}");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("every reply in order");
+    }
+    // Once the clients are quiet the event loop sleeps: no nap goes on without input.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = cpu_ticks(server.pid());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_ticks(server.pid()) - before;
+    assert!(used <= 2, "a quiet server used {used} clock ticks of CPU in a second");
+}
+
+/// Eight clients send a request each at once, then one of them sends another alone: the lone request comes
+/// while most active clients are quiet, when the event loop naps for more input before it sleeps. Repeated
+/// until INFO counts a nap or `tries` are done; every reply is checked. Returns the naps counted.
+async fn burst_then_lone_request(server: &ServerProcess, tries: usize) -> u64 {
+    let mut clients: Vec<RawClient> = Vec::new();
+    for _ in 0..8 {
+        clients.push(server.connect().await);
+    }
+    for n in 0..tries {
+        for client in &mut clients {
+            client.send(&resp(&[b"PING"])).await;
+        }
+        for client in &mut clients {
+            assert_eq!(client.read_reply().await, "+PONG\r\n");
+        }
+        let word = format!("alone-{n}");
+        let reply = clients[0].request(&[b"PING", word.as_bytes()]).await;
+        assert_eq!(reply, format!("${}\r\n{word}\r\n", word.len()));
+        let naps = naps(server).await;
+        if naps > 0 {
+            return naps;
+        }
+    }
+    0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_request_among_many_active_clients_is_answered_after_a_nap_unless_naps_are_off() {
+    let server = ServerProcess::start(&[]);
+    assert!(burst_then_lone_request(&server, 200).await > 0, "no nap in 200 tries");
+    let off = ServerProcess::start(&["--coalesce-us", "0"]);
+    assert_eq!(burst_then_lone_request(&off, 200).await, 0, "naps with --coalesce-us 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_at_a_time_never_waits_on_a_nap() {
+    let server = ServerProcess::start(&[]);
+    let mut client = server.connect().await;
+    for n in 0..2000 {
+        let word = format!("w{n}");
+        assert_eq!(client.request(&[b"PING", word.as_bytes()]).await, format!("${}\r\n{word}\r\n", word.len()));
+    }
+    assert_eq!(naps(&server).await, 0);
 }

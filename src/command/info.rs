@@ -76,6 +76,7 @@ fn write_section(out: &mut String, section: &str, shared: &Shared) {
             line("client_output_limit_disconnections", &stats.output_limit_disconnections.load(Ordering::Relaxed));
             line("timedout_clients", &stats.timed_out_clients.load(Ordering::Relaxed));
             line("tls_handshake_failures", &stats.tls_handshake_failures.load(Ordering::Relaxed));
+            line("coalescing_naps", &stats.coalescing_naps.load(Ordering::Relaxed));
         }
         "commandstats" => {
             for (name, calls, failed) in stats.command_counts() {

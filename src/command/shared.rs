@@ -74,6 +74,8 @@ pub struct ServerStats {
     pub timed_out_clients: AtomicU64,
     /// Connections that never completed a TLS handshake (plain text on a TLS port, a refused certificate).
     pub tls_handshake_failures: AtomicU64,
+    /// Naps the event loop took for more input under many busy clients ([`crate::coalesce`]).
+    pub coalescing_naps: AtomicU64,
     /// Calls and failed calls, by [`Command::index`].
     calls: [(AtomicU64, AtomicU64); Command::NAMES.len()],
 }
@@ -89,6 +91,7 @@ impl Default for ServerStats {
             output_limit_disconnections: AtomicU64::new(0),
             timed_out_clients: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
+            coalescing_naps: AtomicU64::new(0),
             calls: std::array::from_fn(|_| (AtomicU64::new(0), AtomicU64::new(0))),
         }
     }

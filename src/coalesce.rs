@@ -1,0 +1,248 @@
+//! Input coalescing: under many busy clients, the event loop naps a few microseconds for more input instead of
+//! sleeping until a client's write wakes it.
+//!
+//! A server faster than its clients runs out of input often and sleeps in `epoll_wait`; the next client's write
+//! must then wake it, which costs that client several microseconds in the kernel (an inter-processor interrupt,
+//! on a virtual machine a trip through the hypervisor), and a client that runs a whole core, as a benchmark or a
+//! busy proxy does, loses that time from its own work. A nap ends on the server's own timer: nobody has to wake
+//! it, and it finds several clients ready at once, where a wakeup found one or two. The nap is taken only when
+//! it pays: when many clients are active and each round found few of them ready, so their requests are queued
+//! on the client side; when a nap finds nearly every active client ready, they were waiting on the server, and
+//! naps stop for a while.
+//!
+//! One task on a single-threaded runtime does it, by yielding to the event loop after each round (tokio then
+//! polls for events without waiting) and counting what the connections read meanwhile. It naps on the runtime's
+//! thread on purpose: a nap is the event loop's own wait, taken when it has nothing ready to run, bounded to a
+//! few short naps in a row, after which the loop sleeps as it would have.
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::command::Shared;
+
+/// At least this many connections must have read within the last window for a nap.
+const MIN_ACTIVE: u64 = 4;
+/// Naps in a row that find nothing before the event loop sleeps.
+const NAPS_IN_A_ROW: u32 = 3;
+/// After a nap that found most active clients waiting, this many times of running out of input go by without
+/// one.
+const PAUSE_AFTER_MISS: u32 = 64;
+/// How long a connection counts as active after it read.
+const ACTIVE_WINDOW: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// Reads that brought input, on this thread.
+    static READS: Cell<u64> = const { Cell::new(0) };
+    /// Connections that read in the current window, and the window's number.
+    static ACTIVE: Cell<u32> = const { Cell::new(0) };
+    static WINDOW: Cell<u32> = const { Cell::new(1) };
+    /// The coalescing task while it waits for a connection to read.
+    static IDLE: Cell<Option<Waker>> = const { Cell::new(None) };
+    /// Whether a coalescing task runs on this thread (two servers may share a runtime).
+    static RUNNING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Notes that a connection read input; `window` is the connection's own note of the last window it read in (0
+/// before its first read).
+pub fn note_read(window: &mut u32) {
+    READS.set(READS.get().wrapping_add(1));
+    let current = WINDOW.get();
+    if *window != current {
+        *window = current;
+        ACTIVE.set(ACTIVE.get().saturating_add(1));
+    }
+    if let Some(task) = IDLE.take() {
+        task.wake();
+    }
+}
+
+/// What the event loop does next, when it has run everything that was ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Input arrived: poll for events again.
+    Poll,
+    /// Nothing arrived: nap, then poll again.
+    Nap,
+    /// Nothing arrived: sleep until a client writes.
+    Sleep,
+}
+
+/// When to nap, from what each round of the event loop read; the clock and the thread are the task's.
+#[derive(Debug, Default)]
+pub struct Policy {
+    /// Connections read by the last round that read any.
+    last_reads: u64,
+    /// Whether the round now being counted began with a nap.
+    after_nap: bool,
+    /// Naps in a row that found nothing.
+    naps: u32,
+    /// Times of running out of input still to pass without a nap.
+    paused: u32,
+}
+
+impl Policy {
+    /// A round of the event loop read from `reads` connections, with `active` connections active in the last
+    /// window: what comes next.
+    pub fn next(&mut self, reads: u64, active: u64) -> Next {
+        if reads > 0 {
+            // A nap that found most clients ready kept them waiting on the server.
+            if self.after_nap && 2 * reads > active {
+                self.paused = PAUSE_AFTER_MISS;
+            }
+            self.last_reads = reads;
+            self.after_nap = false;
+            self.naps = 0;
+            return Next::Poll;
+        }
+        let queued_elsewhere = active >= MIN_ACTIVE && 2 * self.last_reads <= active;
+        if self.paused == 0 && self.naps < NAPS_IN_A_ROW && queued_elsewhere {
+            self.naps += 1;
+            self.after_nap = true;
+            return Next::Nap;
+        }
+        self.paused = self.paused.saturating_sub(1);
+        // The next round starts from a sleep: what it finds says nothing of a nap.
+        self.last_reads = 0;
+        self.after_nap = false;
+        self.naps = 0;
+        Next::Sleep
+    }
+}
+
+/// Coalesces input on this thread's event loop, with naps of `nap` counted in `shared`'s statistics, until
+/// dropped. For a single-threaded runtime only: it counts the reads of the connections on its own thread, and
+/// returns at once when another such task runs there.
+pub async fn run(nap: Duration, shared: Arc<Shared>) {
+    if RUNNING.replace(true) {
+        return;
+    }
+    struct Running;
+    impl Drop for Running {
+        fn drop(&mut self) {
+            RUNNING.set(false);
+            IDLE.take();
+        }
+    }
+    let _running = Running;
+    let mut policy = Policy::default();
+    let mut window_start = Instant::now();
+    let mut active_before = 0u64;
+    let mut seen = READS.get();
+    loop {
+        idle().await;
+        // From the round whose read woke this task on, each round's reads decide what comes next.
+        loop {
+            let reads = READS.get().wrapping_sub(seen);
+            seen = READS.get();
+            if reads == 0 {
+                // The clock is read only when input ran out, not on every round.
+                let now = Instant::now();
+                if now.duration_since(window_start) >= ACTIVE_WINDOW {
+                    active_before = ACTIVE.replace(0).into();
+                    WINDOW.set(WINDOW.get().wrapping_add(1).max(1));
+                    window_start = now;
+                }
+            }
+            let active = active_before.max(ACTIVE.get().into());
+            match policy.next(reads, active) {
+                Next::Poll => {}
+                Next::Nap => {
+                    std::thread::sleep(nap);
+                    shared.stats.coalescing_naps.fetch_add(1, Ordering::Relaxed);
+                }
+                Next::Sleep => break,
+            }
+            // Tokio polls for events without waiting before it runs this task again.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Waits until a connection reads.
+async fn idle() {
+    let mut registered = false;
+    std::future::poll_fn(|cx| {
+        if registered {
+            return Poll::Ready(());
+        }
+        registered = true;
+        IDLE.set(Some(cx.waker().clone()));
+        Poll::Pending
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rounds that each read `reads` of `active` connections, then input runs out: the first decision then.
+    fn after_rounds(policy: &mut Policy, reads: &[u64], active: u64) -> Next {
+        for &r in reads {
+            assert_eq!(policy.next(r, active), Next::Poll, "a round that read polls again");
+        }
+        policy.next(0, active)
+    }
+
+    #[test]
+    fn naps_when_few_of_many_active_clients_were_ready() {
+        let mut policy = Policy::default();
+        assert_eq!(after_rounds(&mut policy, &[5, 3], 50), Next::Nap);
+        // Naps that find nothing, up to the limit, then the loop sleeps.
+        assert_eq!(policy.next(0, 50), Next::Nap);
+        assert_eq!(policy.next(0, 50), Next::Nap);
+        assert_eq!(policy.next(0, 50), Next::Sleep);
+    }
+
+    #[test]
+    fn a_nap_that_finds_input_is_followed_by_more() {
+        let mut policy = Policy::default();
+        assert_eq!(after_rounds(&mut policy, &[4], 50), Next::Nap);
+        assert_eq!(after_rounds(&mut policy, &[6], 50), Next::Nap);
+        assert_eq!(after_rounds(&mut policy, &[2, 7], 50), Next::Nap);
+    }
+
+    #[test]
+    fn sleeps_when_few_clients_are_active() {
+        let mut policy = Policy::default();
+        for active in 0..MIN_ACTIVE {
+            assert_eq!(after_rounds(&mut policy, &[1], active), Next::Sleep, "{active} active");
+        }
+    }
+
+    #[test]
+    fn sleeps_when_most_active_clients_were_ready_at_once() {
+        let mut policy = Policy::default();
+        assert_eq!(after_rounds(&mut policy, &[5], 8), Next::Sleep);
+        assert_eq!(after_rounds(&mut policy, &[8], 8), Next::Sleep);
+        assert_eq!(after_rounds(&mut policy, &[4], 8), Next::Nap, "half of them is still few");
+    }
+
+    #[test]
+    fn a_nap_that_finds_most_clients_waiting_stops_the_naps_for_a_while() {
+        let mut policy = Policy::default();
+        assert_eq!(after_rounds(&mut policy, &[2], 8), Next::Nap);
+        // The nap found 7 of the 8 ready: they were waiting on the server.
+        for n in 0..PAUSE_AFTER_MISS {
+            assert_eq!(after_rounds(&mut policy, &[7, 1], 8), Next::Sleep, "running out of input #{n}");
+        }
+        assert_eq!(after_rounds(&mut policy, &[1], 8), Next::Nap);
+    }
+
+    #[test]
+    fn a_sleep_forgets_the_rounds_before_it() {
+        let mut policy = Policy::default();
+        assert_eq!(after_rounds(&mut policy, &[1], 50), Next::Nap);
+        for _ in 1..NAPS_IN_A_ROW {
+            assert_eq!(policy.next(0, 50), Next::Nap);
+        }
+        assert_eq!(policy.next(0, 50), Next::Sleep);
+        // Woken by a client after the sleep, the round that finds them all ready is no nap's doing.
+        assert_eq!(after_rounds(&mut policy, &[50, 1], 50), Next::Nap);
+    }
+}
