@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: Debian's redis-server and rediscover, started here, measured by redis-benchmark in one
 # run. Prints requests per second, p50 and p99, the server's CPU time per million requests (and its system part)
-# and how often it went to sleep waiting for input, for PING (inline and multibulk), a warm DISCOVER of a real
+# and how often it slept or napped waiting for input, for PING (inline and multibulk), a warm DISCOVER of a real
 # container and redis-server's GET of a value of the same length, each the median of three rounds; then system
 # calls per request, memory per idle connection (fresh, and after a 60 KB request), start-up and cold-lookup
 # figures.
@@ -118,7 +118,7 @@ printf '%-18s %-10s %10s %10s %6s %8s %8s %8s %8s %7s %7s %6s %7s %7s %7s %7s %8
   rediscover ratio "r p50" p50 "r p99" p99 "r cpu" cpu ratio "r sys" sys "r waits" waits "r client" client
 echo "(each figure the median of $rounds round(s), the two servers in turn; cpu: the server's CPU time in ms per million"
 echo " requests, from the scheduler's count in /proc/PID/task/*/schedstat; sys: its system part, from /proc/PID/stat;"
-echo " waits: the times it slept for want of input per 1,000 requests, its voluntary context switches; client:"
+echo " waits: the times it slept or napped for want of input per 1,000 requests, its voluntary context switches; client:"
 echo " redis-benchmark's CPU time in ms per million requests against that server)"
 
 # CPU time of a process so far, all its threads: nanoseconds on CPU, system clock ticks, voluntary context
