@@ -46,10 +46,10 @@ struct Cli {
     #[arg(long, env = "REDISCOVER_SWARM_READ_EVERY", default_value = "2", value_parser = seconds, allow_negative_numbers = true)]
     swarm_read_every: Duration,
     /// The container port Redis serves clients on.
-    #[arg(long, env = "REDISCOVER_DATA_PORT", default_value_t = DEFAULT_DATA_PORT)]
+    #[arg(long, env = "REDISCOVER_DATA_PORT", default_value_t = DEFAULT_DATA_PORT, allow_negative_numbers = true)]
     data_port: u16,
     /// The container port of the cluster bus [default: data port + 10000].
-    #[arg(long, env = "REDISCOVER_BUS_PORT")]
+    #[arg(long, env = "REDISCOVER_BUS_PORT", allow_negative_numbers = true)]
     bus_port: Option<u16>,
     /// Only containers with this label (KEY or KEY=VALUE) can be discovered; others are answered as missing.
     #[arg(long, env = "REDISCOVER_REQUIRE_LABEL")]
@@ -68,37 +68,37 @@ struct Cli {
     #[arg(long, env = "REDISCOVER_TLS_CA_CERT", requires = "tls_cert")]
     tls_ca_cert: Option<std::path::PathBuf>,
     /// Most clients connected at once (Redis: maxclients).
-    #[arg(long, env = "REDISCOVER_MAX_CLIENTS", default_value_t = 10_000)]
+    #[arg(long, env = "REDISCOVER_MAX_CLIENTS", default_value_t = 10_000, allow_negative_numbers = true)]
     max_clients: usize,
     /// Close clients idle for this many seconds; 0 never (Redis: timeout, at most 2147483647).
     #[arg(long, env = "REDISCOVER_TIMEOUT", default_value_t = 0,
-          value_parser = clap::value_parser!(u64).range(..=MAX_TIMEOUT.as_secs()))]
+          value_parser = clap::value_parser!(u64).range(..=MAX_TIMEOUT.as_secs()), allow_negative_numbers = true)]
     timeout: u64,
     /// Seconds a started request may take to arrive in full, and a client may leave replies unread.
     #[arg(long, env = "REDISCOVER_REQUEST_TIMEOUT", default_value = "10", value_parser = seconds, allow_negative_numbers = true)]
     request_timeout: Duration,
     /// Longest bulk string in a request, in bytes (Redis: proto-max-bulk-len).
-    #[arg(long, env = "REDISCOVER_MAX_BULK_LEN", default_value_t = DecodeLimits::default().max_bulk_len)]
+    #[arg(long, env = "REDISCOVER_MAX_BULK_LEN", default_value_t = DecodeLimits::default().max_bulk_len, allow_negative_numbers = true)]
     max_bulk_len: usize,
     /// Most arguments in one request.
-    #[arg(long, env = "REDISCOVER_MAX_ARGS", default_value_t = DecodeLimits::default().max_args)]
+    #[arg(long, env = "REDISCOVER_MAX_ARGS", default_value_t = DecodeLimits::default().max_args, allow_negative_numbers = true)]
     max_args: usize,
     /// Longest inline request line, in bytes.
-    #[arg(long, env = "REDISCOVER_MAX_INLINE_LEN", default_value_t = DecodeLimits::default().max_inline_len)]
+    #[arg(long, env = "REDISCOVER_MAX_INLINE_LEN", default_value_t = DecodeLimits::default().max_inline_len, allow_negative_numbers = true)]
     max_inline_len: usize,
     /// Largest request, in bytes (Redis: client-query-buffer-limit).
-    #[arg(long, env = "REDISCOVER_MAX_REQUEST_LEN", default_value_t = DecodeLimits::default().max_request_len)]
+    #[arg(long, env = "REDISCOVER_MAX_REQUEST_LEN", default_value_t = DecodeLimits::default().max_request_len, allow_negative_numbers = true)]
     max_request_len: usize,
     /// Reply bytes held for one client before they must be written out (Redis: client-output-buffer-limit).
-    #[arg(long, env = "REDISCOVER_MAX_OUTPUT", default_value_t = Config::default().max_output_bytes)]
+    #[arg(long, env = "REDISCOVER_MAX_OUTPUT", default_value_t = Config::default().max_output_bytes, allow_negative_numbers = true)]
     max_output: usize,
     /// Runtime threads serving clients; 1 is a single event loop, as Redis has, and fastest on small hosts.
-    #[arg(long, env = "REDISCOVER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "REDISCOVER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), allow_negative_numbers = true)]
     threads: u16,
     /// Microseconds the event loop naps for more input when many clients are busy and few were ready, instead of
     /// sleeping until one writes; 0 never. With --threads 1 only.
     #[arg(long, env = "REDISCOVER_COALESCE_US", default_value_t = DEFAULT_COALESCE_NAP.as_micros() as u64,
-          value_parser = clap::value_parser!(u64).range(..=MAX_COALESCE_NAP.as_micros() as u64))]
+          value_parser = clap::value_parser!(u64).range(..=MAX_COALESCE_NAP.as_micros() as u64), allow_negative_numbers = true)]
     coalesce_us: u64,
     /// Log format.
     #[arg(long, env = "REDISCOVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

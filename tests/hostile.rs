@@ -291,6 +291,24 @@ fn refused_at_start(flags: &[&str]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_negative_number_for_a_numeric_flag_is_refused_with_the_flags_name() {
+    for flag in [
+        "--data-port",
+        "--bus-port",
+        "--max-clients",
+        "--max-bulk-len",
+        "--max-args",
+        "--max-inline-len",
+        "--max-request-len",
+        "--max-output",
+        "--threads",
+    ] {
+        let stderr = refused_at_start(&[flag, "-1"]);
+        assert!(stderr.contains(flag), "the message names {flag}: {stderr:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durations_too_large_for_a_deadline_are_refused_at_start() {
     for (flag, value) in [
         ("--timeout", "18446744073709551615"),
@@ -301,6 +319,9 @@ async fn durations_too_large_for_a_deadline_are_refused_at_start() {
         ("--docker-timeout", "1e18"),
         ("--docker-timeout", "0"),
         ("--docker-timeout", "-1"),
+        ("--coalesce-us", "1001"),
+        ("--coalesce-us", "-1"),
+        ("--timeout", "-1"),
     ] {
         let stderr = refused_at_start(&[flag, value]);
         println!("{flag} {value}: {}", stderr.trim());
