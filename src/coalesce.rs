@@ -13,7 +13,8 @@
 //! One task on a single-threaded runtime does it, by yielding to the event loop after each round (tokio then
 //! polls for events without waiting) and counting what the connections read meanwhile. It naps on the runtime's
 //! thread on purpose: a nap is the event loop's own wait, taken when it has nothing ready to run, bounded to a
-//! few short naps in a row, after which the loop sleeps as it would have.
+//! few short naps in a row, after which the loop sleeps as it would have. A nap lasts longer than it asks: the
+//! kernel adds its timer slack (50 us by default) and the wakeup.
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
@@ -64,11 +65,11 @@ pub fn note_read(window: &mut u32) {
 /// What the event loop does next, when it has run everything that was ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
-    /// Input arrived: poll for events again.
+    /// Input arrived, and a nap may follow: poll for events again.
     Poll,
     /// Nothing arrived: nap, then poll again.
     Nap,
-    /// Nothing arrived: sleep until a client writes.
+    /// Nothing arrived, or no nap would pay: wait until a client writes.
     Sleep,
 }
 
@@ -97,7 +98,9 @@ impl Policy {
             self.last_reads = reads;
             self.after_nap = false;
             self.naps = 0;
-            return Next::Poll;
+            // With few clients active no nap can follow: the loop waits as it would without naps, rather than
+            // poll for events once more first.
+            return if active >= MIN_ACTIVE { Next::Poll } else { self.sleep() };
         }
         let queued_elsewhere = active >= MIN_ACTIVE && 2 * self.last_reads <= active;
         if self.paused == 0 && self.naps < NAPS_IN_A_ROW && queued_elsewhere {
@@ -105,8 +108,12 @@ impl Policy {
             self.after_nap = true;
             return Next::Nap;
         }
+        self.sleep()
+    }
+
+    fn sleep(&mut self) -> Next {
         self.paused = self.paused.saturating_sub(1);
-        // The next round starts from a sleep: what it finds says nothing of a nap.
+        // The next round starts from a wait: what it finds says nothing of a nap.
         self.last_reads = 0;
         self.after_nap = false;
         self.naps = 0;
@@ -130,8 +137,7 @@ pub async fn run(nap: Duration, shared: Arc<Shared>) {
     }
     let _running = Running;
     let mut policy = Policy::default();
-    let mut window_start = Instant::now();
-    let mut active_before = 0u64;
+    let mut windows = Windows::new(Instant::now());
     let mut seen = READS.get();
     loop {
         idle().await;
@@ -139,16 +145,7 @@ pub async fn run(nap: Duration, shared: Arc<Shared>) {
         loop {
             let reads = READS.get().wrapping_sub(seen);
             seen = READS.get();
-            if reads == 0 {
-                // The clock is read only when input ran out, not on every round.
-                let now = Instant::now();
-                if now.duration_since(window_start) >= ACTIVE_WINDOW {
-                    active_before = ACTIVE.replace(0).into();
-                    WINDOW.set(WINDOW.get().wrapping_add(1).max(1));
-                    window_start = now;
-                }
-            }
-            let active = active_before.max(ACTIVE.get().into());
+            let active = windows.active(Instant::now());
             match policy.next(reads, active) {
                 Next::Poll => {}
                 Next::Nap => {
@@ -160,6 +157,34 @@ pub async fn run(nap: Duration, shared: Arc<Shared>) {
             // Tokio polls for events without waiting before it runs this task again.
             tokio::task::yield_now().await;
         }
+    }
+}
+
+/// The connections that read within the last window, from what [`note_read`] counts on this thread.
+#[derive(Debug)]
+struct Windows {
+    /// When the current window began.
+    start: Instant,
+    /// The connections that read in the window before it.
+    before: u64,
+}
+
+impl Windows {
+    fn new(now: Instant) -> Windows {
+        Windows { start: now, before: 0 }
+    }
+
+    /// The connections active in the current window or the one before, as of `now`.
+    fn active(&mut self, now: Instant) -> u64 {
+        let since = now.duration_since(self.start);
+        if since >= ACTIVE_WINDOW {
+            let counted: u64 = ACTIVE.replace(0).into();
+            // After a quiet spell, what the window counted is old.
+            self.before = if since < 2 * ACTIVE_WINDOW { counted } else { 0 };
+            WINDOW.set(WINDOW.get().wrapping_add(1).max(1));
+            self.start = now;
+        }
+        self.before.max(ACTIVE.get().into())
     }
 }
 
@@ -181,68 +206,91 @@ async fn idle() {
 mod tests {
     use super::*;
 
-    /// Rounds that each read `reads` of `active` connections, then input runs out: the first decision then.
-    fn after_rounds(policy: &mut Policy, reads: &[u64], active: u64) -> Next {
-        for &r in reads {
-            assert_eq!(policy.next(r, active), Next::Poll, "a round that read polls again");
+    #[test]
+    fn a_connection_counts_as_active_for_one_to_two_windows() {
+        let start = Instant::now();
+        let mut windows = Windows::new(start);
+        let mut connections = [0u32; 9];
+        for window in &mut connections[..8] {
+            note_read(window);
+            note_read(window);
         }
-        policy.next(0, active)
+        assert_eq!(windows.active(start), 8, "each connection once, however often it read");
+        let next = start + ACTIVE_WINDOW + ACTIVE_WINDOW / 2;
+        assert_eq!(windows.active(next), 8, "the window before counts");
+        note_read(&mut connections[8]);
+        note_read(&mut connections[0]);
+        assert_eq!(windows.active(next), 8, "the window before, while the new one counts fewer");
+        assert_eq!(windows.active(next + ACTIVE_WINDOW), 2, "two windows on, only the last one counts");
+        note_read(&mut connections[1]);
+        assert_eq!(windows.active(next + 10 * ACTIVE_WINDOW), 0, "after a quiet spell, what was counted is old");
     }
 
     #[test]
     fn naps_when_few_of_many_active_clients_were_ready() {
         let mut policy = Policy::default();
-        assert_eq!(after_rounds(&mut policy, &[5, 3], 50), Next::Nap);
-        // Naps that find nothing, up to the limit, then the loop sleeps.
-        assert_eq!(policy.next(0, 50), Next::Nap);
-        assert_eq!(policy.next(0, 50), Next::Nap);
+        assert_eq!(policy.next(5, 50), Next::Poll);
+        assert_eq!(policy.next(3, 50), Next::Poll);
+        // Naps that find nothing, up to the limit, then the loop waits.
+        for _ in 0..NAPS_IN_A_ROW {
+            assert_eq!(policy.next(0, 50), Next::Nap);
+        }
         assert_eq!(policy.next(0, 50), Next::Sleep);
     }
 
     #[test]
     fn a_nap_that_finds_input_is_followed_by_more() {
         let mut policy = Policy::default();
-        assert_eq!(after_rounds(&mut policy, &[4], 50), Next::Nap);
-        assert_eq!(after_rounds(&mut policy, &[6], 50), Next::Nap);
-        assert_eq!(after_rounds(&mut policy, &[2, 7], 50), Next::Nap);
-    }
-
-    #[test]
-    fn sleeps_when_few_clients_are_active() {
-        let mut policy = Policy::default();
-        for active in 0..MIN_ACTIVE {
-            assert_eq!(after_rounds(&mut policy, &[1], active), Next::Sleep, "{active} active");
+        for reads in [4, 6, 2, 7] {
+            assert_eq!(policy.next(reads, 50), Next::Poll);
+            assert_eq!(policy.next(0, 50), Next::Nap);
         }
     }
 
     #[test]
-    fn sleeps_when_most_active_clients_were_ready_at_once() {
+    fn waits_at_once_when_few_clients_are_active() {
         let mut policy = Policy::default();
-        assert_eq!(after_rounds(&mut policy, &[5], 8), Next::Sleep);
-        assert_eq!(after_rounds(&mut policy, &[8], 8), Next::Sleep);
-        assert_eq!(after_rounds(&mut policy, &[4], 8), Next::Nap, "half of them is still few");
+        for active in 0..MIN_ACTIVE {
+            assert_eq!(policy.next(1, active), Next::Sleep, "{active} active");
+        }
+    }
+
+    #[test]
+    fn waits_when_most_active_clients_were_ready() {
+        let mut policy = Policy::default();
+        assert_eq!(policy.next(5, 8), Next::Poll);
+        assert_eq!(policy.next(0, 8), Next::Sleep);
+        assert_eq!(policy.next(8, 8), Next::Poll);
+        assert_eq!(policy.next(0, 8), Next::Sleep);
+        assert_eq!(policy.next(4, 8), Next::Poll);
+        assert_eq!(policy.next(0, 8), Next::Nap, "half of them is still few");
     }
 
     #[test]
     fn a_nap_that_finds_most_clients_waiting_stops_the_naps_for_a_while() {
         let mut policy = Policy::default();
-        assert_eq!(after_rounds(&mut policy, &[2], 8), Next::Nap);
+        assert_eq!(policy.next(2, 8), Next::Poll);
+        assert_eq!(policy.next(0, 8), Next::Nap);
         // The nap found 7 of the 8 ready: they were waiting on the server.
+        assert_eq!(policy.next(7, 8), Next::Poll);
         for n in 0..PAUSE_AFTER_MISS {
-            assert_eq!(after_rounds(&mut policy, &[7, 1], 8), Next::Sleep, "running out of input #{n}");
+            assert_eq!(policy.next(0, 8), Next::Sleep, "running out of input #{n} after the miss");
+            assert_eq!(policy.next(1, 8), Next::Poll);
         }
-        assert_eq!(after_rounds(&mut policy, &[1], 8), Next::Nap);
+        assert_eq!(policy.next(0, 8), Next::Nap);
     }
 
     #[test]
-    fn a_sleep_forgets_the_rounds_before_it() {
+    fn a_wait_forgets_the_rounds_before_it() {
         let mut policy = Policy::default();
-        assert_eq!(after_rounds(&mut policy, &[1], 50), Next::Nap);
-        for _ in 1..NAPS_IN_A_ROW {
+        assert_eq!(policy.next(1, 50), Next::Poll);
+        for _ in 0..NAPS_IN_A_ROW {
             assert_eq!(policy.next(0, 50), Next::Nap);
         }
         assert_eq!(policy.next(0, 50), Next::Sleep);
-        // Woken by a client after the sleep, the round that finds them all ready is no nap's doing.
-        assert_eq!(after_rounds(&mut policy, &[50, 1], 50), Next::Nap);
+        // Woken by a client after the wait, a round that finds them all ready is no nap's doing: no pause.
+        assert_eq!(policy.next(50, 50), Next::Poll);
+        assert_eq!(policy.next(1, 50), Next::Poll);
+        assert_eq!(policy.next(0, 50), Next::Nap);
     }
 }
