@@ -73,6 +73,31 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
 }
 
+/// The reply to `PING word`.
+fn echoed(word: &str) -> String {
+    format!("${}\r\n{word}\r\n", word.len())
+}
+
+/// Eight clients of the server that each sent one PING at once and read its reply.
+async fn burst_of_eight(server: &ServerProcess) -> Vec<RawClient> {
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(server.connect().await);
+    }
+    ping_each(&mut clients).await;
+    clients
+}
+
+/// Sends a PING on each client, then reads each reply.
+async fn ping_each(clients: &mut [RawClient]) {
+    for client in clients.iter_mut() {
+        client.send(&resp(&[b"PING"])).await;
+    }
+    for client in clients.iter_mut() {
+        assert_eq!(client.read_reply().await, "+PONG\r\n");
+    }
+}
+
 /// INFO stats' `coalescing_naps` of a server.
 async fn naps(server: &ServerProcess) -> u64 {
     info_number(&server.connect().await.request(&[b"INFO", b"stats"]).await, "coalescing_naps")
@@ -90,7 +115,7 @@ async fn busy_clients_of_the_single_event_loop_get_every_reply_in_order_and_a_qu
                 let batch: Vec<u8> = words.iter().flat_map(|w| resp(&[b"PING", w.as_bytes()])).collect();
                 client.send(&batch).await;
                 for w in &words {
-                    assert_eq!(client.read_reply().await, format!("${}\r\n{w}\r\n", w.len()), "client {c}");
+                    assert_eq!(client.read_reply().await, echoed(w), "client {c}");
                 }
             }
         }));
@@ -110,20 +135,13 @@ async fn busy_clients_of_the_single_event_loop_get_every_reply_in_order_and_a_qu
 /// while most active clients are quiet, when the event loop naps for more input before it sleeps. Repeated
 /// until INFO counts a nap or `tries` are done; every reply is checked. Returns the naps counted.
 async fn burst_then_lone_request(server: &ServerProcess, tries: usize) -> u64 {
-    let mut clients: Vec<RawClient> = Vec::new();
-    for _ in 0..8 {
-        clients.push(server.connect().await);
-    }
+    let mut clients = burst_of_eight(server).await;
     for n in 0..tries {
-        for client in &mut clients {
-            client.send(&resp(&[b"PING"])).await;
-        }
-        for client in &mut clients {
-            assert_eq!(client.read_reply().await, "+PONG\r\n");
+        if n > 0 {
+            ping_each(&mut clients).await;
         }
         let word = format!("alone-{n}");
-        let reply = clients[0].request(&[b"PING", word.as_bytes()]).await;
-        assert_eq!(reply, format!("${}\r\n{word}\r\n", word.len()));
+        assert_eq!(clients[0].request(&[b"PING", word.as_bytes()]).await, echoed(&word));
         let naps = naps(server).await;
         if naps > 0 {
             return naps;
@@ -144,21 +162,12 @@ async fn a_lone_request_among_many_active_clients_is_answered_after_a_nap_unless
 async fn one_client_at_a_time_never_waits_on_a_nap() {
     let server = ServerProcess::start(&[]);
     // Clients that were busy together a while ago do not count.
-    let mut burst: Vec<RawClient> = Vec::new();
-    for _ in 0..8 {
-        burst.push(server.connect().await);
-    }
-    for client in &mut burst {
-        client.send(&resp(&[b"PING"])).await;
-    }
-    for client in &mut burst {
-        assert_eq!(client.read_reply().await, "+PONG\r\n");
-    }
+    let _burst = burst_of_eight(&server).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut client = server.connect().await;
     for n in 0..2000 {
         let word = format!("w{n}");
-        assert_eq!(client.request(&[b"PING", word.as_bytes()]).await, format!("${}\r\n{word}\r\n", word.len()));
+        assert_eq!(client.request(&[b"PING", word.as_bytes()]).await, echoed(&word));
     }
     assert_eq!(naps(&server).await, 0);
 }
