@@ -143,8 +143,9 @@ pub async fn run(nap: Duration, shared: Arc<Shared>) {
         idle().await;
         // From the round whose read woke this task on, each round's reads decide what comes next.
         loop {
-            let reads = READS.get().wrapping_sub(seen);
-            seen = READS.get();
+            let now_read = READS.get();
+            let reads = now_read.wrapping_sub(seen);
+            seen = now_read;
             let active = windows.active(Instant::now());
             match policy.next(reads, active) {
                 Next::Poll => {}
