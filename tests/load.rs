@@ -161,13 +161,15 @@ async fn a_lone_request_among_many_active_clients_is_answered_after_a_nap_unless
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_at_a_time_never_waits_on_a_nap() {
     let server = ServerProcess::start(&[]);
-    // Clients that were busy together a while ago do not count.
+    // Clients that were busy together a while ago do not count. The burst itself may nap (its requests reach
+    // the server one by one on a loaded machine): only the naps from here on count.
     let _burst = burst_of_eight(&server).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut client = server.connect().await;
+    let before = naps(&server).await;
     for n in 0..2000 {
         let word = format!("w{n}");
         assert_eq!(client.request(&[b"PING", word.as_bytes()]).await, echoed(&word));
     }
-    assert_eq!(naps(&server).await, 0);
+    assert_eq!(naps(&server).await, before, "naps while one client sent 2,000 requests");
 }
