@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use common::{docker_announce, info_number, labelled_config, run_ok, test_label, TestContainer, TestServer};
+use common::{bulk, docker_announce, info_number, labelled_config, run_ok, test_label, TestContainer, TestServer};
 
 const IP: &str = "127.0.0.1";
 /// Restarts in the race test.
@@ -26,7 +26,7 @@ async fn a_warm_discover_makes_no_docker_call() {
     let mut client = server.connect().await;
     for _ in 0..100 {
         let reply = client.request(&[b"DISCOVER", c.name.as_bytes()]).await;
-        assert_eq!(reply, format!("${}\r\n{expected}\r\n", expected.len()));
+        assert_eq!(reply, bulk(&expected));
     }
     let info = server.info_docker().await;
     assert_eq!(common::own_docker_calls(&info), common::own_docker_calls(&before), "{info}");

@@ -6,25 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    info_number, info_value, labelled_config, own_docker_calls, run_ok, test_label, unique, TestContainer, TestServer,
+    array, bulk, info_number, info_value, labelled_config, own_docker_calls, run_ok, test_label, unique, TestContainer,
+    TestServer,
 };
 use tokio::time::Instant;
 
 const IP: &str = "127.0.0.1";
-
-/// A RESP bulk string.
-fn bulk(text: &str) -> String {
-    format!("${}\r\n{text}\r\n", text.len())
-}
-
-/// A RESP array of bulk strings.
-fn array(items: &[String]) -> String {
-    let mut out = format!("*{}\r\n", items.len());
-    for item in items {
-        out.push_str(&bulk(item));
-    }
-    out
-}
 
 /// Runs Docker CLI work off the runtime threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

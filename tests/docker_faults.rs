@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{info_number, info_value, TestServer};
+use common::{bulk, info_number, info_value, TestServer};
 use rediscover::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -336,11 +336,6 @@ async fn ask(server: &TestServer, request: &[&[u8]]) -> String {
     server.connect().await.request(request).await
 }
 
-/// DISCOVER's reply for this announce address.
-fn announced(address: &str) -> String {
-    format!("${}\r\n{address}\r\n", address.len())
-}
-
 /// The fake swarm's task, by the `service.slot` name the table gives it.
 const TASK: &[u8] = b"rd_redis.1";
 /// The engine's own container, as the fake publishes it.
@@ -427,7 +422,7 @@ async fn a_dropped_swarm_event_stream_resyncs_the_table_and_a_node_event_after_i
     let info = wait_swarm_synced(&server).await;
     fake.wait("the swarm's event stream opens", |f| f.swarm_streams_open() == 1).await;
     let resyncs = info_number(&info, "table_resyncs");
-    assert_eq!(ask(&server, &[b"DISCOVER", TASK]).await, announced("198.18.0.11:32771@42771"));
+    assert_eq!(ask(&server, &[b"DISCOVER", TASK]).await, bulk("198.18.0.11:32771@42771"));
     // Lookups go on while the swarm's stream drops alone: the containers' stays open.
     let stop = Arc::new(AtomicBool::new(false));
     let mut client = server.connect().await;
@@ -436,8 +431,8 @@ async fn a_dropped_swarm_event_stream_resyncs_the_table_and_a_node_event_after_i
         async move {
             let mut rounds = 0;
             while !stop.load(Ordering::Relaxed) {
-                assert_eq!(client.request(&[b"DISCOVER", TASK]).await, announced("198.18.0.11:32771@42771"));
-                assert_eq!(client.request(&[b"DISCOVER", b"fake-1"]).await, announced(LOCAL));
+                assert_eq!(client.request(&[b"DISCOVER", TASK]).await, bulk("198.18.0.11:32771@42771"));
+                assert_eq!(client.request(&[b"DISCOVER", b"fake-1"]).await, bulk(LOCAL));
                 rounds += 1;
             }
             rounds
@@ -462,7 +457,7 @@ async fn a_dropped_swarm_event_stream_resyncs_the_table_and_a_node_event_after_i
     // The swarm moves the task's ports, and a node event on the new stream makes the follower read them.
     fake.set_tasks(Tasks::Serve, 32781);
     fake.send_node_event("node2");
-    wait_discover(&server, TASK, &announced("198.18.0.11:32781@42781")).await;
+    wait_discover(&server, TASK, &bulk("198.18.0.11:32781@42781")).await;
     let info = server.info_docker().await;
     assert_eq!(info_number(&info, "swarm_events"), 1, "{info}");
     assert_eq!(info_value(&info, "swarm_last_read_cause").as_deref(), Some("event"), "{info}");
@@ -473,14 +468,14 @@ async fn a_manager_refusing_its_tasks_still_answers_for_its_own_containers_until
     let (fake, server, _) = manager_that_refuses_its_tasks().await;
     // Over a few periodic reads, each refused: the engine's own container answers, the task is gone.
     for _ in 0..20 {
-        assert_eq!(ask(&server, &[b"DISCOVER", b"fake-1"]).await, announced(LOCAL));
+        assert_eq!(ask(&server, &[b"DISCOVER", b"fake-1"]).await, bulk(LOCAL));
         assert_eq!(ask(&server, &[b"DISCOVER", TASK]).await, "-NOCONTAINER no such container: 'rd_redis.1'\r\n");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     // It manages the swarm again: the follower's next look brings the task back.
     fake.set_tasks(Tasks::Serve, 32771);
     wait_swarm_synced(&server).await;
-    assert_eq!(ask(&server, &[b"DISCOVER", TASK]).await, announced("198.18.0.11:32771@42771"));
+    assert_eq!(ask(&server, &[b"DISCOVER", TASK]).await, bulk("198.18.0.11:32771@42771"));
 }
 
 #[tokio::test]
@@ -542,7 +537,7 @@ async fn a_hanging_task_list_times_out_missing_lookups_that_share_it_while_the_t
         .collect();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(ask(&server, &[b"PING"]).await, "+PONG\r\n");
-    assert_eq!(ask(&server, &[b"DISCOVER", TASK]).await, announced("198.18.0.11:32771@42771"));
+    assert_eq!(ask(&server, &[b"DISCOVER", TASK]).await, bulk("198.18.0.11:32771@42771"));
     assert!(lookups.iter().all(|l| !l.is_finished()), "the missing lookups still wait for Docker");
     for lookup in lookups {
         assert_eq!(lookup.await.expect("a lookup"), timed_out);

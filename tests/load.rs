@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{info_number, resp, test_label, RawClient, ServerProcess, TestContainer, TestServer};
+use common::{bulk, info_number, resp, test_label, RawClient, ServerProcess, TestContainer, TestServer};
 
 const CLIENTS: usize = 1000;
 const REQUESTS_EACH: usize = 100;
@@ -19,11 +19,7 @@ async fn a_thousand_clients_each_discover_a_hundred_times_without_error() {
         .expect("join");
     let server = TestServer::with_docker(config).await;
     let name = container.name.clone();
-    let expected = {
-        let c = &container;
-        let e = c.expected_announce("127.0.0.1");
-        format!("${}\r\n{e}\r\n", e.len()).into_bytes()
-    };
+    let expected = bulk(&container.expected_announce("127.0.0.1")).into_bytes();
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(CLIENTS);
     for _ in 0..CLIENTS {
@@ -73,11 +69,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
 }
 
-/// The reply to `PING word`.
-fn echoed(word: &str) -> String {
-    format!("${}\r\n{word}\r\n", word.len())
-}
-
 /// Eight clients of the server that each sent one PING at once and read its reply.
 async fn burst_of_eight(server: &ServerProcess) -> Vec<RawClient> {
     let mut clients = Vec::new();
@@ -115,7 +106,7 @@ async fn busy_clients_of_the_single_event_loop_get_every_reply_in_order_and_a_qu
                 let batch: Vec<u8> = words.iter().flat_map(|w| resp(&[b"PING", w.as_bytes()])).collect();
                 client.send(&batch).await;
                 for w in &words {
-                    assert_eq!(client.read_reply().await, echoed(w), "client {c}");
+                    assert_eq!(client.read_reply().await, bulk(w), "client {c}");
                 }
             }
         }));
@@ -141,7 +132,7 @@ async fn burst_then_lone_request(server: &ServerProcess, tries: usize) -> u64 {
             ping_each(&mut clients).await;
         }
         let word = format!("alone-{n}");
-        assert_eq!(clients[0].request(&[b"PING", word.as_bytes()]).await, echoed(&word));
+        assert_eq!(clients[0].request(&[b"PING", word.as_bytes()]).await, bulk(&word));
         let naps = naps(server).await;
         if naps > 0 {
             return naps;
@@ -169,7 +160,7 @@ async fn one_client_at_a_time_never_waits_on_a_nap() {
     let before = naps(&server).await;
     for n in 0..2000 {
         let word = format!("w{n}");
-        assert_eq!(client.request(&[b"PING", word.as_bytes()]).await, echoed(&word));
+        assert_eq!(client.request(&[b"PING", word.as_bytes()]).await, bulk(&word));
     }
     assert_eq!(naps(&server).await, before, "naps while one client sent 2,000 requests");
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{node, resp, TestServer};
+use common::{bulk, node, resp, TestServer};
 use rediscover::Config;
 
 const ID: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
@@ -236,7 +236,7 @@ async fn a_thousand_pipelined_commands_in_one_write_answer_in_order() {
     for i in 0..1000 {
         let msg = format!("m{i}");
         request.extend(resp(&[b"ECHO", msg.as_bytes()]));
-        expected.extend(format!("${}\r\n{msg}\r\n", msg.len()).into_bytes());
+        expected.extend(bulk(&msg).into_bytes());
         if i % 10 == 0 {
             request.extend(resp(&[b"DISCOVER", b"node-1"]));
             expected.extend_from_slice(b"$21\r\n127.0.0.1:30001@40001\r\n");

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{
-    ensure_test_image, info_number, info_value, labelled_config, run, run_ok, test_label, unique, ServerProcess,
-    TestServer, TEST_IMAGE,
+    array, bulk, ensure_test_image, info_number, info_value, labelled_config, run, run_ok, test_label, unique,
+    ServerProcess, TestServer, TEST_IMAGE,
 };
 use engines::{Engines, Host, Service, SingleNodeSwarm, Task};
 
@@ -22,14 +22,6 @@ const CHANGE_SEEN: Duration = Duration::from_secs(60);
 const SLOW_READ_EVERY: &str = "600";
 /// Both cluster ports published on the node that runs the task.
 const CLUSTER_PORTS: [&str; 4] = ["--publish", "mode=host,target=6379", "--publish", "mode=host,target=16379"];
-
-fn bulk(text: &str) -> String {
-    format!("${}\r\n{text}\r\n", text.len())
-}
-
-fn array(items: &[String]) -> String {
-    items.iter().fold(format!("*{}\r\n", items.len()), |out, item| out + &bulk(item))
-}
 
 /// The IPv4 host port a container publishes `port` on, asked of the engine that runs it (`-H`, or the host's).
 fn ipv4_port(host_arg: Option<&str>, container: &str, port: u16) -> u16 {

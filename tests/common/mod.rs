@@ -344,6 +344,16 @@ impl RawClient {
     }
 }
 
+/// The RESP bulk string of `text`, as a reply reads.
+pub fn bulk(text: &str) -> String {
+    format!("${}\r\n{text}\r\n", text.len())
+}
+
+/// The RESP array of bulk strings of `items`, as a reply reads.
+pub fn array(items: &[String]) -> String {
+    items.iter().fold(format!("*{}\r\n", items.len()), |out, item| out + &bulk(item))
+}
+
 /// Encodes arguments as a RESP array of bulk strings.
 pub fn resp(args: &[&[u8]]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
