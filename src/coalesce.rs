@@ -10,8 +10,8 @@
 //! on the client side; when a nap finds nearly every active client ready, they were waiting on the server, and
 //! naps stop for a while.
 //!
-//! One task on a single-threaded runtime does it, by yielding to the event loop after each round (tokio then
-//! polls for events without waiting) and counting what the connections read meanwhile. It naps on the runtime's
+//! One task on a single-threaded runtime does it, by yielding to the event loop after a round that a nap may
+//! follow (tokio then polls for events without waiting) and counting what the connections read meanwhile. It naps on the runtime's
 //! thread on purpose: a nap is the event loop's own wait, taken when it has nothing ready to run, bounded to a
 //! few short naps in a row, after which the loop sleeps as it would have. A nap lasts longer than it asks: the
 //! kernel adds its timer slack (50 us by default) and the wakeup.
@@ -30,8 +30,7 @@ use crate::command::Shared;
 const MIN_ACTIVE: u64 = 4;
 /// Naps in a row that find nothing before the event loop sleeps.
 const NAPS_IN_A_ROW: u32 = 3;
-/// After a nap that found most active clients waiting, this many times of running out of input go by without
-/// one.
+/// After a nap that found most active clients waiting, the event loop waits this many times before naps resume.
 const PAUSE_AFTER_MISS: u32 = 64;
 /// How long a connection counts as active after it read.
 const ACTIVE_WINDOW: Duration = Duration::from_millis(1);
@@ -82,7 +81,7 @@ pub struct Policy {
     after_nap: bool,
     /// Naps in a row that found nothing.
     naps: u32,
-    /// Times of running out of input still to pass without a nap.
+    /// Waits still to come before naps resume.
     paused: u32,
 }
 
@@ -98,17 +97,23 @@ impl Policy {
             self.last_reads = reads;
             self.after_nap = false;
             self.naps = 0;
-            // With few clients active no nap can follow: the loop waits as it would without naps, rather than
-            // poll for events once more first.
-            return if active >= MIN_ACTIVE { Next::Poll } else { self.sleep() };
+            // Polling once more pays only when a poll that finds nothing would be followed by a nap; otherwise
+            // the loop waits as it would without naps (a wait that finds input ready returns at once), rather
+            // than make a call that may find nothing before it.
+            return if self.may_nap(active) { Next::Poll } else { self.sleep() };
         }
-        let queued_elsewhere = active >= MIN_ACTIVE && 2 * self.last_reads <= active;
-        if self.paused == 0 && self.naps < NAPS_IN_A_ROW && queued_elsewhere {
+        if self.naps < NAPS_IN_A_ROW && self.may_nap(active) {
             self.naps += 1;
             self.after_nap = true;
             return Next::Nap;
         }
         self.sleep()
+    }
+
+    /// Whether running out of input now would be met with a nap: naps are not paused, and the last round that
+    /// read found few of the active clients ready, so the others' requests are queued on their side.
+    fn may_nap(&self, active: u64) -> bool {
+        self.paused == 0 && active >= MIN_ACTIVE && 2 * self.last_reads <= active
     }
 
     fn sleep(&mut self) -> Next {
@@ -259,10 +264,9 @@ mod tests {
     #[test]
     fn waits_when_most_active_clients_were_ready() {
         let mut policy = Policy::default();
-        assert_eq!(policy.next(5, 8), Next::Poll);
-        assert_eq!(policy.next(0, 8), Next::Sleep);
-        assert_eq!(policy.next(8, 8), Next::Poll);
-        assert_eq!(policy.next(0, 8), Next::Sleep);
+        // No nap could follow, so the loop waits rather than poll once more.
+        assert_eq!(policy.next(5, 8), Next::Sleep);
+        assert_eq!(policy.next(8, 8), Next::Sleep);
         assert_eq!(policy.next(4, 8), Next::Poll);
         assert_eq!(policy.next(0, 8), Next::Nap, "half of them is still few");
     }
@@ -273,11 +277,11 @@ mod tests {
         assert_eq!(policy.next(2, 8), Next::Poll);
         assert_eq!(policy.next(0, 8), Next::Nap);
         // The nap found 7 of the 8 ready: they were waiting on the server.
-        assert_eq!(policy.next(7, 8), Next::Poll);
-        for n in 0..PAUSE_AFTER_MISS {
-            assert_eq!(policy.next(0, 8), Next::Sleep, "running out of input #{n} after the miss");
-            assert_eq!(policy.next(1, 8), Next::Poll);
+        assert_eq!(policy.next(7, 8), Next::Sleep);
+        for n in 1..PAUSE_AFTER_MISS {
+            assert_eq!(policy.next(1, 8), Next::Sleep, "round #{n} after the miss");
         }
+        assert_eq!(policy.next(1, 8), Next::Poll);
         assert_eq!(policy.next(0, 8), Next::Nap);
     }
 
@@ -290,8 +294,8 @@ mod tests {
         }
         assert_eq!(policy.next(0, 50), Next::Sleep);
         // Woken by a client after the wait, a round that finds them all ready is no nap's doing: no pause.
-        assert_eq!(policy.next(50, 50), Next::Poll);
-        assert_eq!(policy.next(1, 50), Next::Poll);
+        assert_eq!(policy.next(50, 50), Next::Sleep);
+        assert_eq!(policy.next(1, 50), Next::Poll, "no pause");
         assert_eq!(policy.next(0, 50), Next::Nap);
     }
 }
