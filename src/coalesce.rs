@@ -11,10 +11,10 @@
 //! naps stop for a while.
 //!
 //! One task on a single-threaded runtime does it, by yielding to the event loop after a round that a nap may
-//! follow (tokio then polls for events without waiting) and counting what the connections read meanwhile. It naps on the runtime's
-//! thread on purpose: a nap is the event loop's own wait, taken when it has nothing ready to run, bounded to a
-//! few short naps in a row, after which the loop sleeps as it would have. A nap lasts longer than it asks: the
-//! kernel adds its timer slack (50 us by default) and the wakeup.
+//! follow (tokio then polls for events without waiting) and counting what the connections read meanwhile. It naps
+//! on the runtime's thread on purpose: a nap is the event loop's own wait, taken when it has nothing ready to run,
+//! bounded to a few short naps in a row, after which the loop sleeps as it would have. A nap lasts longer than it
+//! asks: the kernel adds its timer slack (50 us by default) and the wakeup.
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
