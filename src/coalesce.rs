@@ -30,8 +30,11 @@ use crate::command::Shared;
 const MIN_ACTIVE: u64 = 4;
 /// Naps in a row that find nothing before the event loop sleeps.
 const NAPS_IN_A_ROW: u32 = 3;
-/// After a nap that found most active clients waiting, the event loop waits this many times before naps resume.
+/// After a nap that found most active clients waiting, the event loop waits this many times before naps resume;
+/// each further such nap in a row doubles the pause, up to [`PAUSE_MAX`].
 const PAUSE_AFTER_MISS: u32 = 64;
+/// The longest pause: clients that keep the server busy between them still get naps back within this many waits.
+const PAUSE_MAX: u32 = 1024;
 /// How long a connection counts as active after it read.
 const ACTIVE_WINDOW: Duration = Duration::from_millis(1);
 
@@ -83,6 +86,8 @@ pub struct Policy {
     naps: u32,
     /// Waits still to come before naps resume.
     paused: u32,
+    /// The pause that the next nap finding most clients waiting brings (0: [`PAUSE_AFTER_MISS`]).
+    next_pause: u32,
 }
 
 impl Policy {
@@ -90,9 +95,15 @@ impl Policy {
     /// window: what comes next.
     pub fn next(&mut self, reads: u64, active: u64) -> Next {
         if reads > 0 {
-            // A nap that found most clients ready kept them waiting on the server.
-            if self.after_nap && 2 * reads > active {
-                self.paused = PAUSE_AFTER_MISS;
+            // A nap that found most clients ready kept them waiting on the server. Where every nap does (a few
+            // clients that the server keeps up with), the pauses grow until naps are rare.
+            if self.after_nap {
+                if 2 * reads > active {
+                    self.paused = self.next_pause.max(PAUSE_AFTER_MISS);
+                    self.next_pause = (2 * self.paused).min(PAUSE_MAX);
+                } else {
+                    self.next_pause = PAUSE_AFTER_MISS;
+                }
             }
             self.last_reads = reads;
             self.after_nap = false;
@@ -283,6 +294,29 @@ mod tests {
         }
         assert_eq!(policy.next(1, 8), Next::Poll);
         assert_eq!(policy.next(0, 8), Next::Nap);
+    }
+
+    #[test]
+    fn naps_that_keep_finding_most_clients_waiting_pause_longer_each_time() {
+        // A nap finds 7 of 8 clients ready: the waits until naps resume, and the nap that resumes them.
+        fn miss(policy: &mut Policy) -> u32 {
+            assert_eq!(policy.next(7, 8), Next::Sleep);
+            let mut waits = 1;
+            while policy.next(1, 8) == Next::Sleep {
+                waits += 1;
+            }
+            assert_eq!(policy.next(0, 8), Next::Nap, "naps resume after the pause");
+            waits
+        }
+        let mut policy = Policy::default();
+        assert_eq!(policy.next(1, 8), Next::Poll);
+        assert_eq!(policy.next(0, 8), Next::Nap);
+        let pauses: Vec<u32> = (0..6).map(|_| miss(&mut policy)).collect();
+        assert_eq!(pauses, [64, 128, 256, 512, 1024, 1024]);
+        // A nap that found few clients ready paid: the next miss pauses for the shortest time again.
+        assert_eq!(policy.next(2, 8), Next::Poll);
+        assert_eq!(policy.next(0, 8), Next::Nap);
+        assert_eq!(miss(&mut policy), PAUSE_AFTER_MISS);
     }
 
     #[test]
