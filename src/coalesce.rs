@@ -304,6 +304,7 @@ mod tests {
             let mut waits = 1;
             while policy.next(1, 8) == Next::Sleep {
                 waits += 1;
+                assert!(waits <= PAUSE_MAX, "naps never resumed");
             }
             assert_eq!(policy.next(0, 8), Next::Nap, "naps resume after the pause");
             waits
