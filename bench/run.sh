@@ -2,24 +2,28 @@
 # Side-by-side benchmark: Debian's redis-server and rediscover, started here, measured by redis-benchmark in one
 # run. Prints requests per second, p50 and p99, the server's CPU time per million requests (and its system part)
 # and how often it slept or napped waiting for input, for PING (inline and multibulk), a warm DISCOVER of a real
-# container and redis-server's GET of a value of the same length, each the median of three rounds; then system
-# calls per request, memory per idle connection (fresh, and after a 60 KB request), start-up and cold-lookup
-# figures.
+# container and redis-server's GET of a value of the same length, each the median of three rounds (BENCH_ROUNDS);
+# then system calls per request, memory per idle connection (fresh, and after a 60 KB request), start-up and
+# cold-lookup figures.
 #
 #   bench/run.sh            full run (about 6 minutes)
 #   bench/run.sh --quick    fewer requests, for a smoke test
 #   BENCH_BIN=path bench/run.sh    measure that rediscover binary instead of this tree's static musl build
+#   BENCH_ROUNDS=7 bench/run.sh    more rounds per figure (3 by default): a steadier median on a noisy machine
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 requests=400000
 idle_conns=10000
-rounds=3
+rounds=${BENCH_ROUNDS:-3}
 if [ "${1:-}" = "--quick" ]; then
   requests=20000
   idle_conns=1000
   rounds=1
 fi
+case $rounds in
+  '' | *[!0-9]* | 0) echo "bench: BENCH_ROUNDS must be a positive whole number, not '$rounds'"; exit 1 ;;
+esac
 redis_port=${BENCH_REDIS_PORT:-17380}
 rediscover_port=${BENCH_REDISCOVER_PORT:-17381}
 image=rediscover-bench/busybox:latest
