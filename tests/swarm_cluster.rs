@@ -327,7 +327,7 @@ fn a_cluster_spans_three_engines_grows_and_shrinks_with_no_replica_beside_its_ma
     }
     for slot in size + 1..=grown {
         let name = format!("{}_redis-{slot}", stack.name);
-        assert!(!left.contains(&name), "volume {name} of a slot that left is still there: {left:?}");
+        assert!(!left.contains(&name), "volume {name} of a slot that left is still there: {left:?}\n{stderr}");
     }
     let manager = run_ok(
         "docker",
