@@ -225,8 +225,8 @@ scale_in() {
   gone=$(still_wanted "$leave_slots" | tr '\n' ' ')
   [ -z "$gone" ] || die "Docker started slot(s) $gone again before the service got smaller: their nodes join as new ones; '$0 scale $n' tries again"
   # The volumes of every slot the service no longer has go too, on every engine this script reaches, once
-  # their containers are gone. An ended container of such a slot (a task that had failed and been replaced, kept
-  # in the swarm's task history) would hold its volume for as long as the history keeps it: it is removed here.
+  # their containers are gone. An ended container of such a slot still holds its volume until its node removes
+  # it, or for as long as the swarm's task history keeps it (an earlier task of the slot): it is removed here.
   for engine in $(engines); do
     for v in $(on "$engine" volume ls -q --filter "name=${stack}_redis-" 2>/dev/null | grep -E "^${stack}_redis-[0-9]+\$" || true); do
       ! awk '{ print $1 }' <<<"$keep" | grep -qx "${v##*-}" || continue
